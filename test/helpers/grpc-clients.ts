@@ -11,7 +11,7 @@ type Unary = (req: object, cb: Callback<Record<string, unknown>>) => void;
 
 export async function healthCheck(address: string, service = ''): Promise<string> {
   const Health = makeGenericClientConstructor(healthService, 'Health');
-  const client = new Health(address, credentials.createInsecure()) as Client & { check: Unary };
+  const client = new Health(address, credentials.createInsecure()) as unknown as Client & { check: Unary };
   try {
     const res = await new Promise<Record<string, unknown>>((resolve, reject) =>
       client.check({ service }, (err, value) => (err ? reject(err) : resolve(value!))),

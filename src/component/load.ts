@@ -1,0 +1,124 @@
+// Component bytes -> everything a worker needs to instantiate controllers: the jco glue
+// (patched and ready for `new Function`) and the compiled, memory-capped core modules.
+// Validation happens here, once; a refused module leaves nothing behind.
+import { transpileBytes } from '@bytecodealliance/jco-transpile';
+import { componentWit } from '@bytecodealliance/jco-transpile/wasm-tools';
+import { createHash } from 'node:crypto';
+import { PlughostError, messageOf } from '../errors.js';
+import { WASM_PAGE, binaryKind, capCoreMemory } from './wasm-binary.js';
+
+export const HOST_INTERFACE = 'plughost:plugin/host@0.1.0';
+const ALLOWED_IMPORTS = new Set([HOST_INTERFACE, 'plughost:plugin/types@0.1.0']);
+
+/** The optional exports a plugin may have, by their jco (camelCase) names. */
+export const OPTIONAL_EXPORTS = ['init', 'listFunctions', 'functionArgs', 'functionReturns', 'functionWriteable', 'functionComment'] as const;
+export type PluginExport = 'invoke' | (typeof OPTIONAL_EXPORTS)[number];
+
+export interface CompiledComponent {
+  /** `sha256:<hex>` of the component bytes. */
+  readonly hash: string;
+  readonly sizeBytes: number;
+  /** The glue's source, rewritten to be evaluated with `new Function` (returns `{ instantiate }`). */
+  readonly glue: string;
+  /** Core modules by the file name the glue asks for, compiled once, memory-capped. */
+  readonly coreModules: Record<string, WebAssembly.Module>;
+  /** Which plugin exports the component has. */
+  readonly exports: ReadonlySet<PluginExport>;
+  readonly maxMemoryBytes: number;
+  readonly timings: { transpileMs: number; compileMs: number };
+}
+
+export function hashOf(bytes: Uint8Array): string {
+  return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+}
+
+const INVOKE_SIGNATURE = /^\s*export invoke: func\(name: option<string>, args: (?:value|list<u8>)\) -> result<(?:value|list<u8>), string>;$/m;
+
+/** Refuses components whose world is not (a subset of) `plughost:plugin/plugin`. */
+async function checkWorld(bytes: Uint8Array): Promise<void> {
+  let wit: string;
+  try {
+    wit = await componentWit(bytes);
+  } catch (e) {
+    throw new PlughostError('INVALID_MODULE', `malformed component: ${firstLine(messageOf(e))}`, { cause: e });
+  }
+  for (const m of wit.matchAll(/^\s*import ([^;]+);$/gm)) {
+    const name = m[1]!.trim();
+    if (!ALLOWED_IMPORTS.has(name)) {
+      throw new PlughostError('INVALID_MODULE', `component imports "${name}"; plugins may import only ${HOST_INTERFACE}`);
+    }
+  }
+  if (!/^\s*export invoke:/m.test(wit)) {
+    const exported = [...wit.matchAll(/^\s*export ([\w-]+)/gm)].map((m) => m[1]).join(', ') || 'nothing';
+    throw new PlughostError('INVALID_MODULE', `component does not export invoke (it exports ${exported}); it is not a plughost:plugin/plugin component`);
+  }
+  if (!INVOKE_SIGNATURE.test(wit)) {
+    throw new PlughostError('INVALID_MODULE', 'component exports invoke with the wrong type; expected func(name: option<string>, args: list<u8>) -> result<list<u8>, string>');
+  }
+}
+
+function firstLine(s: string): string {
+  return s.split('\n').map((l) => l.trim()).filter(Boolean).slice(0, 3).join(': ');
+}
+
+/** Rewrites jco's ESM glue so `new Function` can evaluate it (no module cache: it can be freed). */
+export function prepareGlue(source: string): string {
+  const body = source
+    .replace(/^"use components";/, '')
+    .replace(/^export function instantiate\(/m, 'function instantiate(')
+    .replace(/^export const _util\b/m, 'const _util')
+    .replace(/import\.meta\.url/g, '"file:///plughost/"')
+    // every entry and exit reads process.env.JCO_DEBUG: measured to halve import-heavy calls
+    .replace('if (!globalThis?.process?.env?.JCO_DEBUG) { return; }', 'return;');
+  if (/^\s*(?:import|export)\s/m.test(body)) throw new PlughostError('INTERNAL', 'jco glue has ESM syntax plughost does not know how to rewrite');
+  return `${body}\nreturn { instantiate };`;
+}
+
+export async function compileComponent(bytes: Uint8Array, options: { maxMemoryBytes: number }): Promise<CompiledComponent> {
+  const kind = binaryKind(bytes);
+  if (kind === 'not-wasm') throw new PlughostError('INVALID_MODULE', 'not a WebAssembly binary (bad magic or version)');
+  if (kind === 'core-module') {
+    throw new PlughostError('INVALID_MODULE', 'a core WebAssembly module, not a component; wrap it with `wasm-tools component new` (or jco) against wit/plugin.wit');
+  }
+  await checkWorld(bytes);
+  const t0 = performance.now();
+  let files: Record<string, Uint8Array>;
+  let exported: [string, string][];
+  try {
+    const out = await transpileBytes(bytes, { name: 'plugin', instantiation: { tag: 'sync' }, noTypescript: true } as never);
+    files = out.files as unknown as Record<string, Uint8Array>;
+    exported = out.exports as [string, string][];
+  } catch (e) {
+    throw new PlughostError('INVALID_MODULE', `malformed component: ${firstLine(messageOf(e))}`, { cause: e });
+  }
+  const t1 = performance.now();
+  const maxPages = Math.floor(options.maxMemoryBytes / WASM_PAGE);
+  const coreModules: Record<string, WebAssembly.Module> = {};
+  let glueSource: string | undefined;
+  for (const [path, content] of Object.entries(files)) {
+    const file = path.split('/').pop()!;
+    if (file.endsWith('.wasm')) {
+      const capped = capCoreMemory(content, maxPages, file);
+      try {
+        coreModules[file] = await WebAssembly.compile(capped as Uint8Array<ArrayBuffer>);
+      } catch (e) {
+        throw new PlughostError('INVALID_MODULE', `core module ${file} does not compile: ${messageOf(e)}`, { cause: e });
+      }
+    } else if (file.endsWith('.js')) {
+      glueSource = Buffer.from(content).toString('utf8');
+    }
+  }
+  if (!glueSource) throw new PlughostError('INTERNAL', 'jco produced no glue');
+  const names = new Set(exported.map(([n]) => n));
+  const exports = new Set<PluginExport>(['invoke']);
+  for (const e of OPTIONAL_EXPORTS) if (names.has(e)) exports.add(e);
+  return {
+    hash: hashOf(bytes),
+    sizeBytes: bytes.length,
+    glue: prepareGlue(glueSource),
+    coreModules,
+    exports,
+    maxMemoryBytes: maxPages * WASM_PAGE,
+    timings: { transpileMs: t1 - t0, compileMs: performance.now() - t1 },
+  };
+}

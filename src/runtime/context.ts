@@ -1,0 +1,26 @@
+// The per-call host state. The service builds one from the request's metadata; the
+// runtime installs it for exactly one call. The guest never sees the identity.
+import type { KvAccess } from './protocol.js';
+
+export interface InvocationContext {
+  /** Who is calling (from the token); used for logs, never passed to the guest. */
+  subject: string;
+  /** The tenant whose KV scope the call uses. */
+  tenant: string;
+  /** What the caller may do with KV; lowered to read for functions that are not writeable. */
+  kvAccess: KvAccess;
+  /** The module name whose KV scope the call uses (defaults to the Runtime's name). */
+  moduleName?: string;
+  /** Epoch ms after which the caller no longer wants an answer (gRPC deadline). */
+  deadline?: number;
+  /** Aborted when the caller goes away: stops a call still waiting for a controller. */
+  signal?: AbortSignal;
+  /** Correlates logs of one request. */
+  requestId?: string;
+}
+
+const ACCESS_ORDER: Record<KvAccess, number> = { none: 0, read: 1, write: 2 };
+
+export function lowerAccess(a: KvAccess, b: KvAccess): KvAccess {
+  return ACCESS_ORDER[a] <= ACCESS_ORDER[b] ? a : b;
+}

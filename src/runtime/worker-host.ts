@@ -1,0 +1,217 @@
+// The main-thread handle of one runtime worker. It owns the Worker and the bridge port,
+// dispatches one request at a time (so a timeout kills only the call that caused it, and
+// queued requests can be withdrawn), and answers the worker's synchronous host calls.
+import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
+import { PlughostError } from '../errors.js';
+import type { BridgeReply, BridgeRequest, FromWorker, ToWorker, WorkerInit } from './protocol.js';
+
+type Request = Extract<ToWorker, { seq: number }>;
+type RequestBody = Request extends infer R ? (R extends { seq: number } ? Omit<R, 'seq'> : never) : never;
+export type Reply = Extract<FromWorker, { seq: number }>;
+
+export interface HostCallHandler {
+  hostCall(callId: number, op: string, args: unknown[]): Promise<{ ok: unknown } | { err: string }> | { ok: unknown } | { err: string };
+  log(callId: number, level: string, message: string): void;
+}
+
+export interface WorkerHostOptions {
+  id: number;
+  hostCallTimeoutMs: number;
+  /** Heap cap of the worker: a guest that makes jco copy gigabytes kills only its worker. */
+  maxHeapMb: number;
+  handler: HostCallHandler;
+  /** Called once when the worker is gone for any reason other than `close()`. */
+  onLost(host: WorkerHost, reason: string): void;
+}
+
+interface Pending {
+  seq: number;
+  body: RequestBody;
+  timeoutMs: number;
+  resolve(r: Reply): void;
+  reject(e: unknown): void;
+  signal?: AbortSignal;
+  onAbort?: () => void;
+  timer?: NodeJS.Timeout;
+}
+
+/** Rejection of requests that never started because their worker was lost: safe to retry elsewhere. */
+export class WorkerLostError extends PlughostError {
+  constructor(message: string) {
+    super('UNAVAILABLE', message);
+  }
+}
+
+// Plain JavaScript (type-checked through JSDoc): Node 20 cannot run loader hooks such as
+// tsx inside workers, and a worker that needs no loader starts faster.
+const ENTRY = new URL('./worker/entry.js', import.meta.url);
+
+export class WorkerHost {
+  readonly id: number;
+  readonly ready: Promise<void>;
+  /** Modules whose artifacts this worker has been sent. */
+  readonly loaded = new Set<number>();
+  private readonly worker: Worker;
+  private readonly bridge: MessagePort;
+  private readonly flag: Int32Array;
+  private readonly queue: Pending[] = [];
+  private inFlight: Pending | undefined;
+  private seq = 0;
+  private state: 'starting' | 'ready' | 'dead' = 'starting';
+  private exited: Promise<void>;
+
+  constructor(private readonly options: WorkerHostOptions) {
+    this.id = options.id;
+    const channel = new MessageChannel();
+    const flagBuffer = new SharedArrayBuffer(4);
+    this.flag = new Int32Array(flagBuffer);
+    this.bridge = channel.port1;
+    const init: WorkerInit = { bridgePort: channel.port2, bridgeFlag: flagBuffer, hostCallTimeoutMs: options.hostCallTimeoutMs };
+    this.worker = new Worker(ENTRY, {
+      workerData: init,
+      execArgv: [],
+      transferList: [channel.port2],
+      resourceLimits: { maxOldGenerationSizeMb: options.maxHeapMb, maxYoungGenerationSizeMb: 32 },
+      stdout: false,
+      stderr: false,
+    });
+    this.bridge.on('message', (m: BridgeRequest) => this.onBridge(m));
+    let lostReason = 'worker exited';
+    this.ready = new Promise<void>((resolve, reject) => {
+      this.worker.once('message', (m: FromWorker) => (m.t === 'ready' ? resolve() : reject(new Error('worker spoke before ready'))));
+      this.worker.once('error', reject);
+      this.worker.once('exit', () => reject(new PlughostError('INTERNAL', 'worker exited while starting')));
+    }).then(() => {
+      if (this.state === 'starting') this.state = 'ready';
+      this.worker.on('message', (m: FromWorker) => this.onReply(m));
+    });
+    this.ready.catch(() => {});
+    this.worker.on('error', (e: Error & { code?: string }) => {
+      lostReason = e.code === 'ERR_WORKER_OUT_OF_MEMORY' ? 'memory' : `worker crashed: ${e.message}`;
+    });
+    this.exited = new Promise((resolve) =>
+      this.worker.once('exit', () => {
+        this.lose(lostReason);
+        resolve();
+      }),
+    );
+  }
+
+  get alive(): boolean {
+    return this.state !== 'dead';
+  }
+
+  /** Requests waiting or running on this worker. */
+  get load(): number {
+    return this.queue.length + (this.inFlight ? 1 : 0);
+  }
+
+  /** Fire-and-forget messages (load, unload, drop); the worker handles them in order. */
+  send(message: Exclude<ToWorker, { seq: number }>): void {
+    if (this.state !== 'dead') this.worker.postMessage(message);
+  }
+
+  /**
+   * Runs one request. `timeoutMs` counts from when the worker starts it; past it the worker
+   * is terminated and the request fails with TIMEOUT. Aborting the signal withdraws a
+   * request that has not started yet.
+   */
+  request(body: RequestBody, timeoutMs: number, signal?: AbortSignal): Promise<Reply> {
+    if (this.state === 'dead') return Promise.reject(new WorkerLostError(`worker ${this.id} is gone`));
+    return new Promise<Reply>((resolve, reject) => {
+      const p: Pending = { seq: ++this.seq, body, timeoutMs, resolve, reject, signal };
+      if (signal) {
+        if (signal.aborted) return reject(new PlughostError('CANCELLED', 'cancelled before it started'));
+        p.onAbort = () => {
+          const i = this.queue.indexOf(p);
+          if (i >= 0) {
+            this.queue.splice(i, 1);
+            reject(new PlughostError('CANCELLED', 'cancelled before it started'));
+          }
+        };
+        signal.addEventListener('abort', p.onAbort, { once: true });
+      }
+      this.queue.push(p);
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    if (this.inFlight || this.state !== 'ready') {
+      if (this.state === 'starting') this.ready.then(() => this.pump(), () => {});
+      return;
+    }
+    const next = this.queue.shift();
+    if (!next) return;
+    this.inFlight = next;
+    if (next.onAbort) next.signal!.removeEventListener('abort', next.onAbort);
+    next.timer = setTimeout(() => this.timeout(next), Math.max(1, next.timeoutMs));
+    this.worker.postMessage({ ...next.body, seq: next.seq } as ToWorker);
+  }
+
+  private onReply(m: FromWorker): void {
+    if (m.t === 'ready') return;
+    const p = this.inFlight;
+    if (!p || p.seq !== m.seq) return;
+    clearTimeout(p.timer);
+    this.inFlight = undefined;
+    p.resolve(m);
+    this.pump();
+  }
+
+  private timeout(p: Pending): void {
+    if (this.inFlight !== p) return;
+    this.inFlight = undefined;
+    p.reject(new PlughostError('TIMEOUT', `the call ran past its time limit of ${p.timeoutMs} ms and was stopped`));
+    this.lose('timeout');
+    void this.worker.terminate();
+  }
+
+  /** Marks the worker dead once: fails what is queued (retryable) and what is running. */
+  private lose(reason: string): void {
+    if (this.state === 'dead') return;
+    const wasClosing = this.closing;
+    this.state = 'dead';
+    this.bridge.close();
+    const running = this.inFlight;
+    this.inFlight = undefined;
+    if (running) {
+      clearTimeout(running.timer);
+      running.reject(
+        reason === 'memory'
+          ? new PlughostError('MEMORY_LIMIT', 'the worker ran out of heap copying guest data; the call was stopped')
+          : new PlughostError('TRAP', `the worker running the call died (${reason})`),
+      );
+    }
+    for (const p of this.queue.splice(0)) p.reject(new WorkerLostError(`worker ${this.id} was lost (${reason}) before the call started`));
+    if (!wasClosing) this.options.onLost(this, reason);
+  }
+
+  private closing = false;
+
+  /** Stops the worker. Whatever is queued or running fails. */
+  async close(): Promise<void> {
+    this.closing = true;
+    this.lose('closed');
+    await this.worker.terminate();
+    await this.exited;
+  }
+
+  private async onBridge(m: BridgeRequest): Promise<void> {
+    if ('log' in m) {
+      this.options.handler.log(m.callId, m.level, m.message);
+      return;
+    }
+    let reply: BridgeReply;
+    try {
+      const r = await this.options.handler.hostCall(m.callId, m.op, m.args);
+      reply = 'err' in r ? { seq: m.seq, err: r.err } : { seq: m.seq, ok: r.ok };
+    } catch (e) {
+      reply = { seq: m.seq, err: e instanceof PlughostError ? e.message : 'internal error in a host call' };
+    }
+    if (this.state === 'dead') return;
+    this.bridge.postMessage(reply);
+    Atomics.store(this.flag, 0, 1);
+    Atomics.notify(this.flag, 0);
+  }
+}

@@ -1,0 +1,63 @@
+// @ts-check
+// The worker side of the host-call bridge. Host imports must answer synchronously, but
+// the store behind them may be async or remote, so each import posts to the main thread
+// and blocks this worker (never the main thread) on Atomics.wait until the reply lands.
+import { receiveMessageOnPort } from 'node:worker_threads';
+
+/** @typedef {{ tag: 'ok', val: unknown } | { tag: 'err', val: string }} ImportResult */
+
+const FORWARDED = ['kvGet', 'kvSet', 'kvDel', 'kvExists', 'kvGetBatch', 'kvSetBatch', 'kvDelBatch', 'kvDelRange', 'kvKeys', 'kvEntries', 'kvCount', 'sql', 'run'];
+
+/**
+ * @param {import('node:worker_threads').MessagePort} port
+ * @param {SharedArrayBuffer} flagBuffer
+ * @param {number} timeoutMs
+ */
+export function createBridge(port, flagBuffer, timeoutMs) {
+  const flag = new Int32Array(flagBuffer);
+  let seq = 0;
+
+  /**
+   * @param {number} callId
+   * @param {string} op
+   * @param {unknown[]} args
+   * @returns {ImportResult}
+   */
+  function call(callId, op, args) {
+    if (callId === 0) return { tag: 'err', val: `${op} called outside of a call` };
+    const mine = ++seq;
+    Atomics.store(flag, 0, 0);
+    port.postMessage({ seq: mine, callId, op, args });
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const left = deadline - Date.now();
+      if (left <= 0 || Atomics.wait(flag, 0, 0, left) === 'timed-out') {
+        return { tag: 'err', val: `host call ${op} got no answer within ${timeoutMs} ms` };
+      }
+      // drain: a reply to an earlier call that timed out may be queued ahead of ours
+      for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port)) {
+        const reply = /** @type {import('../protocol.js').BridgeReply} */ (m.message);
+        if (reply.seq !== mine) continue;
+        return 'err' in reply ? { tag: 'err', val: reply.err } : { tag: 'ok', val: reply.ok };
+      }
+      Atomics.store(flag, 0, 0);
+    }
+  }
+
+  return {
+    /**
+     * The `plughost:plugin/host` import object of one controller: closures over its
+     * context slot, read at call time, so the context can be swapped per call.
+     * @param {{ callId: number }} slot
+     */
+    hostImports(slot) {
+      /** @type {Record<string, (...a: any[]) => unknown>} */
+      const imports = {};
+      for (const op of FORWARDED) imports[op] = (...args) => call(slot.callId, op, args);
+      imports.log = (/** @type {string} */ level, /** @type {string} */ message) => {
+        if (slot.callId !== 0) port.postMessage({ log: true, callId: slot.callId, level, message });
+      };
+      return imports;
+    },
+  };
+}

@@ -1,0 +1,26 @@
+// @ts-check
+// What an exception out of a guest call means. jco surfaces a guest's err(...) as the
+// thrown string itself; traps as WebAssembly.RuntimeError; bad pointers and stack
+// overflow as RangeError/TypeError. Only the guest's err leaves the controller usable.
+
+/** A trap with less than this much memory left under the cap is reported as the memory limit. */
+export const MEMORY_LIMIT_MARGIN = 1 << 20;
+
+/**
+ * @param {unknown} e
+ * @param {WebAssembly.Memory | undefined} memory
+ * @param {number} maxMemoryBytes
+ * @returns {{ kind: import('../protocol.js').FailureKind, message: string }}
+ */
+export function classifyFailure(e, memory, maxMemoryBytes) {
+  if (typeof e === 'string') return { kind: 'guest', message: e };
+  const message = e instanceof WebAssembly.RuntimeError ? e.message : e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+  const used = memory?.buffer.byteLength ?? 0;
+  if (e instanceof RangeError && /allocation failed|out of memory/i.test(e.message)) {
+    return { kind: 'memory', message: `out of memory copying guest data: ${message}` };
+  }
+  if (maxMemoryBytes > 0 && used + MEMORY_LIMIT_MARGIN > maxMemoryBytes && e instanceof WebAssembly.RuntimeError) {
+    return { kind: 'memory', message: `guest hit its memory cap of ${maxMemoryBytes} bytes (${message})` };
+  }
+  return { kind: 'trap', message };
+}
