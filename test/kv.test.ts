@@ -1,0 +1,171 @@
+import test from 'ava';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { fixture } from './fixtures/build.js';
+import { ctx, manager, none, readU32, valueOf } from './helpers/runtime.js';
+import { lmdbStore, tempDir } from './helpers/kv.js';
+import { LmdbKvStore } from '../src/kv/lmdb-store.js';
+import { DEFAULT_KV_LIMITS } from '../src/runtime/options.js';
+import { isPlughostError } from '../src/errors.js';
+import type { KvLimits } from '../src/kv/types.js';
+
+const enc = (s: string) => new TextEncoder().encode(s);
+const dec = (b: Uint8Array) => new TextDecoder().decode(b);
+/** args of the kv guest's `set`: u32 key length, key, value */
+function setArgs(key: string, value: string): Uint8Array {
+  const k = enc(key);
+  const v = enc(value);
+  const out = new Uint8Array(4 + k.length + v.length);
+  new DataView(out.buffer).setUint32(0, k.length, true);
+  out.set(k, 4);
+  out.set(v, 4 + k.length);
+  return out;
+}
+
+async function kvRuntime(t: Parameters<typeof manager>[0], options: Parameters<typeof manager>[1] = {}) {
+  const store = lmdbStore(t);
+  const m = await manager(t, { store, ...options });
+  return { store, m, kv: await m.load(await fixture('kv'), { name: 'kv' }) };
+}
+
+test.serial('every single-key operation works through a guest, and the guest reads its own writes', async (t) => {
+  const { kv } = await kvRuntime(t);
+  for (const expected of [1, 2, 3]) t.is(readU32(valueOf(await kv.invoke(ctx(), undefined, none))), expected);
+  t.deepEqual([...valueOf(await kv.invoke(ctx(), 'get', enc('color')))], [0]);
+  valueOf(await kv.invoke(ctx(), 'set', setArgs('color', 'teal')));
+  t.is(dec(valueOf(await kv.invoke(ctx(), 'get', enc('color')))), '\u0001teal');
+  t.deepEqual([...valueOf(await kv.invoke(ctx(), 'exists', enc('color')))], [1]);
+  valueOf(await kv.invoke(ctx(), 'del', enc('color')));
+  t.deepEqual([...valueOf(await kv.invoke(ctx(), 'exists', enc('color')))], [0]);
+});
+
+test.serial('a guest error, a trap and a timeout each leave the store exactly as before the call', async (t) => {
+  const { kv } = await kvRuntime(t, { caps: { maxExecutionMs: 300 } });
+  t.is(readU32(valueOf(await kv.invoke(ctx(), undefined, none))), 1);
+  t.deepEqual(await kv.invoke(ctx(), 'fail', none), { ok: false, guestError: 'rolled back by the guest' });
+  t.true(isPlughostError(await t.throwsAsync(kv.invoke(ctx(), 'trap', none)), 'TRAP'));
+  t.true(isPlughostError(await t.throwsAsync(kv.invoke(ctx(), 'hang', none)), 'TIMEOUT'));
+  t.is(readU32(valueOf(await kv.invoke(ctx(), undefined, none))), 2, 'none of the three increments was committed');
+});
+
+test.serial('scopes are isolated across modules and tenants, whatever the keys hold', async (t) => {
+  const { kv } = await kvRuntime(t);
+  const keys = ['', '/', '\u0000', 'a\u0000b', '\u0001\u0000\u00ff', 'x'.repeat(1024), 'tenant-b', 'é'];
+  const writers = [ctx({ tenant: 'tenant-a' }), ctx({ tenant: 'tenant-b' }), ctx({ tenant: 'tenant-a', moduleName: 'other' })];
+  for (const [i, c] of writers.entries()) for (const k of keys) valueOf(await kv.invoke(c, 'set', setArgs(k, `w${i}`)));
+  for (const [i, c] of writers.entries()) {
+    for (const k of keys) t.is(dec(valueOf(await kv.invoke(c, 'get', enc(k)))), `\u0001w${i}`, `writer ${i} key ${JSON.stringify(k).slice(0, 20)}`);
+  }
+  // versions of one module (same name) share their scope; a fresh name sees nothing
+  t.deepEqual([...valueOf(await kv.invoke(ctx({ tenant: 'tenant-a', moduleName: 'fresh' }), 'exists', enc('')))], [0]);
+});
+
+test.serial('permissions: a read-only caller and a caller without KV get err, and nothing is written', async (t) => {
+  const { kv } = await kvRuntime(t);
+  const ro = await kv.invoke(ctx({ kvAccess: 'read' }), 'set', setArgs('k', 'v'));
+  t.false(ro.ok);
+  t.regex((ro as { guestError: string }).guestError, /KV write denied/);
+  t.deepEqual([...valueOf(await kv.invoke(ctx({ kvAccess: 'read' }), 'exists', enc('k')))], [0]);
+  const denied = await kv.invoke(ctx({ kvAccess: 'none' }), 'get', enc('k'));
+  t.regex((denied as { guestError: string }).guestError, /KV access denied/);
+});
+
+test.serial('1,000 parallel read-modify-write calls from several workers lose no update', async (t) => {
+  const { kv } = await kvRuntime(t);
+  await Promise.all(Array.from({ length: 1000 }, () => kv.invoke(ctx(), undefined, none)));
+  const stored = valueOf(await kv.invoke(ctx(), 'get', enc('n')));
+  t.is(stored[0], 1, 'present');
+  t.is(readU32(stored.subarray(1)), 1000);
+});
+
+test.serial('limits: each at its value works, just past it fails with a message naming it, and nothing partial is written', async (t) => {
+  const store = lmdbStore(t);
+  const limits: KvLimits = { maxKeyBytes: 8, maxValueBytes: 4, maxEntriesPerScope: 3, maxBatchItems: 2, maxRangeEntries: 2 };
+  const scope = { tenant: 't', module: 'limits' };
+  const txn = () => store.begin(scope, 'write', limits);
+  const b = (s: string) => Buffer.from(s);
+  const fails = async (op: string, args: unknown[], name: string) => {
+    const failing = txn();
+    const e = await t.throwsAsync(failing.apply(op, args));
+    t.regex(e!.message, new RegExp(name), `${op} names ${name}`);
+    failing.rollback();
+  };
+  let x = txn();
+  await x.apply('kvSet', ['k'.repeat(8), b('vvvv')]);
+  await x.apply('kvSetBatch', [[['a', b('1')], ['b', b('2')]]]);
+  await x.commit();
+  await fails('kvSet', ['k'.repeat(9), b('v')], 'maxKeyBytes');
+  await fails('kvSet', ['k', b('vvvvv')], 'maxValueBytes');
+  await fails('kvSet', ['fourth', b('v')], 'maxEntriesPerScope');
+  await fails('kvSetBatch', [[['c', b('1')], ['d', b('2')], ['e', b('3')]]], 'maxBatchItems');
+  await fails('kvKeys', [{ reverse: false }], 'maxRangeEntries');
+  await fails('kvDelRange', [{ reverse: false }], 'maxRangeEntries');
+  // at the limits: overwriting an existing key does not add an entry; a range with limit 2 is fine
+  x = txn();
+  await x.apply('kvSet', ['a', b('new')]);
+  t.deepEqual(await x.apply('kvKeys', [{ limit: 2, reverse: false }]), ['a', 'b']);
+  await x.commit();
+  const r = store.begin(scope, 'read', limits);
+  t.is(await r.apply('kvCount', [{ reverse: false }]), 3n);
+  const got = (await r.apply('kvGetBatch', [['a', 'c']])) as (Uint8Array | undefined)[];
+  t.deepEqual(got.map((v) => v && dec(v)), ['new', undefined]);
+});
+
+test.serial('batch and range operations: byte order, bounds, limit, reverse, read-your-writes and rollback', async (t) => {
+  const store = lmdbStore(t);
+  const scope = { tenant: 't', module: 'ranges' };
+  const w = store.begin(scope, 'write', DEFAULT_KV_LIMITS);
+  const keys = ['b', 'a', 'ab', 'c', 'é', 'z', 'a/b'];
+  await w.apply('kvSetBatch', [keys.map((k) => [k, Buffer.from(k.toUpperCase())])]);
+  await w.commit();
+  const t2 = store.begin(scope, 'write', DEFAULT_KV_LIMITS);
+  await t2.apply('kvDelBatch', [['c']]);
+  await t2.apply('kvSet', ['bb', Buffer.from('BB')]);
+  // reads see the transaction's own writes, merged in byte order with committed data
+  t.deepEqual(await t2.apply('kvKeys', [{ reverse: false }]), ['a', 'a/b', 'ab', 'b', 'bb', 'z', 'é']);
+  t.deepEqual(await t2.apply('kvKeys', [{ start: 'ab', end: 'z', reverse: false }]), ['ab', 'b', 'bb']);
+  t.deepEqual(await t2.apply('kvKeys', [{ start: 'ab', end: 'z', reverse: true }]), ['bb', 'b', 'ab']);
+  t.deepEqual(await t2.apply('kvKeys', [{ end: 'b', limit: 2, reverse: true }]), ['ab', 'a/b']);
+  t.deepEqual((await t2.apply('kvEntries', [{ start: 'b', end: 'c', reverse: false }]) as [string, Uint8Array][]).map(([k, v]) => [k, Buffer.from(v).toString()]), [['b', 'B'], ['bb', 'BB']]);
+  t.is(await t2.apply('kvCount', [{ start: 'a', end: 'b', reverse: false }]), 3n);
+  // others see nothing of an uncommitted transaction
+  const other = store.begin(scope, 'read', DEFAULT_KV_LIMITS);
+  t.is(await other.apply('kvExists', ['bb']), false);
+  t.is(await t2.apply('kvDelRange', [{ start: 'a', end: 'b', reverse: false }]), 3n);
+  t.deepEqual(await t2.apply('kvKeys', [{ reverse: false }]), ['b', 'bb', 'z', 'é']);
+  t2.rollback();
+  t.deepEqual(await store.begin(scope, 'read', DEFAULT_KV_LIMITS).apply('kvKeys', [{ reverse: false }]), ['a', 'a/b', 'ab', 'b', 'c', 'z', 'é']);
+});
+
+test.serial('a child that acknowledged writes and was killed with SIGKILL loses none of them', async (t) => {
+  const dir = join(tempDir(t), 'kv');
+  const child = spawn(process.execPath, ['--import', 'tsx', 'test/helpers/kv-writer.ts', dir], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const acked: number[] = [];
+  let partial = '';
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`only ${acked.length} acks in 20 s`)), 20_000);
+    child.stdout.on('data', (chunk: Buffer) => {
+      const lines = (partial + chunk.toString()).split('\n');
+      partial = lines.pop()!;
+      for (const l of lines) acked.push(Number(l));
+      if (acked.length >= 300) {
+        clearTimeout(timer);
+        child.kill('SIGKILL');
+        resolve();
+      }
+    });
+    child.once('exit', () => reject(new Error('writer exited early')));
+  });
+  await new Promise((r) => child.once('exit', r));
+  const reopened = new LmdbKvStore({ path: dir });
+  t.teardown(() => reopened.close());
+  const read = reopened.begin({ tenant: 't', module: 'durable' }, 'read', DEFAULT_KV_LIMITS);
+  for (const i of acked) {
+    t.true(await read.apply('kvExists', [`k${i}`]), `k${i} survived`);
+  }
+  // no torn batch: every key has its twin
+  const keys = (await read.apply('kvKeys', [{ limit: 10_000, reverse: false }])) as string[];
+  const singles = keys.filter((k) => !k.endsWith('-twin'));
+  t.is(keys.length, singles.length * 2);
+  t.true(singles.length >= acked.length);
+});
