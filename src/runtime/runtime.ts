@@ -55,7 +55,7 @@ export class Runtime {
   readonly hash: string;
   /** Default KV scope name (the registry passes the module name per call). */
   readonly name: string;
-  /** Set once the first controller's worker has it: module id in worker messages. */
+  /** This module's id in worker messages (load, create, unload), given by the manager. */
   readonly moduleId: number;
   private readonly sema: Sema;
   private readonly idle: Controller[] = [];
