@@ -88,20 +88,36 @@ const live = manager.stats().liveControllers;
 rows.idle_controller_kib = (process.memoryUsage().rss - rssBefore) / 1024 / live;
 await manager.close();
 
-// KV: one get + one set per call; and commits per second, grouped vs per call
-async function kvRun(commitMode: 'grouped' | 'per-call'): Promise<{ callUs: number; writesPerSec: number }> {
+// KV. Inside a call: a read-only `get` call and the guest's `fail` (get + set, then err,
+// so rolled back: no commit) against the echo call, measured alternately; the commit is
+// `incr` (get + set, committed durably) minus `fail`. Then committed write-invocations per
+// second, 32 in flight over 32 tenants (no lock queueing), grouped vs one fsync per commit.
+async function kvRun(commitMode: 'grouped' | 'per-call') {
   const dir = mkdtempSync(join(tmpdir(), 'plughost-bench-'));
   const store = new LmdbKvStore({ path: dir, commitMode });
   const m = await RuntimeManager.create({ workers: 2, store });
   try {
     const kv = await m.load(await fixture('kv'), { name: 'kv' });
-    const n = quick ? 500 : 2000;
-    const callUs = await perCallUs(n, () => kv.invoke(ctx, undefined, args));
-    // distinct tenants so calls do not queue on one scope's lock: the commit path is what is measured
+    const echoRt = await m.load(echoBytes);
+    const n = quick ? 300 : 1000;
+    const key = new TextEncoder().encode('n');
+    const s: Record<string, number[]> = { echo: [], get: [], getSet: [], write: [] };
+    for (let r = 0; r < ROUNDS; r++) {
+      s.echo!.push(await perCallUs(n, () => echoRt.invoke(ctx, undefined, args)));
+      s.get!.push(await perCallUs(n, () => kv.invoke({ ...ctx, kvAccess: 'read' }, 'get', key)));
+      s.getSet!.push(await perCallUs(n, () => kv.invoke(ctx, 'fail', args)));
+      s.write!.push(await perCallUs(n, () => kv.invoke(ctx, undefined, args)));
+    }
     let i = 0;
     const t = performance.now();
-    await pipelinedUs(n, 32, () => kv.invoke({ ...ctx, tenant: `t${i++ % 32}` }, undefined, args));
-    return { callUs, writesPerSec: n / ((performance.now() - t) / 1000) };
+    await pipelinedUs(n * 2, 32, () => kv.invoke({ ...ctx, tenant: `t${i++ % 32}` }, undefined, args));
+    return {
+      callUs: median(s.write!),
+      getUs: median(s.get!) - median(s.echo!),
+      getSetUs: median(s.getSet!) - median(s.echo!),
+      commitUs: median(s.write!) - median(s.getSet!),
+      writesPerSec: (n * 2) / ((performance.now() - t) / 1000),
+    };
   } finally {
     await m.close();
     await store.close();
@@ -111,6 +127,9 @@ async function kvRun(commitMode: 'grouped' | 'per-call'): Promise<{ callUs: numb
 const grouped = await kvRun('grouped');
 const perCall = await kvRun('per-call');
 rows.kv_call_us = grouped.callUs;
+rows.kv_get_in_call_us = grouped.getUs;
+rows.kv_get_set_in_call_us = grouped.getSetUs;
+rows.kv_durable_commit_us = grouped.commitUs;
 rows.kv_writes_per_sec_grouped = grouped.writesPerSec;
 rows.kv_writes_per_sec_per_call = perCall.writesPerSec;
 

@@ -8,6 +8,7 @@ import { LmdbKvStore } from '../src/kv/lmdb-store.js';
 import { DEFAULT_KV_LIMITS } from '../src/runtime/options.js';
 import { isPlughostError } from '../src/errors.js';
 import type { KvLimits } from '../src/kv/types.js';
+import { countResult, entriesResult, entryList, keyList, keyRange, keysResult, unitResult, valuesResult } from './helpers/canonical.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -31,6 +32,7 @@ async function kvRuntime(t: Parameters<typeof manager>[0], options: Parameters<t
 test.serial('every single-key operation works through a guest, and the guest reads its own writes', async (t) => {
   const { kv } = await kvRuntime(t);
   for (const expected of [1, 2, 3]) t.is(readU32(valueOf(await kv.invoke(ctx(), undefined, none))), expected);
+  t.is(readU32(valueOf(await kv.invoke(ctx(), 'twice', none))), 5, 'the second get in a call sees the first set');
   t.deepEqual([...valueOf(await kv.invoke(ctx(), 'get', enc('color')))], [0]);
   valueOf(await kv.invoke(ctx(), 'set', setArgs('color', 'teal')));
   t.is(dec(valueOf(await kv.invoke(ctx(), 'get', enc('color')))), '\u0001teal');
@@ -135,6 +137,33 @@ test.serial('batch and range operations: byte order, bounds, limit, reverse, rea
   t.deepEqual(await t2.apply('kvKeys', [{ reverse: false }]), ['b', 'bb', 'z', 'é']);
   t2.rollback();
   t.deepEqual(await store.begin(scope, 'read', DEFAULT_KV_LIMITS).apply('kvKeys', [{ reverse: false }]), ['a', 'a/b', 'ab', 'b', 'c', 'z', 'é']);
+});
+
+test.serial('every batch and range operation works through a guest, and a function that is not writeable gets read-only KV', async (t) => {
+  const store = lmdbStore(t);
+  const m = await manager(t, { store, caps: { kv: { maxBatchItems: 8 } } });
+  const g = await m.load(await fixture('kv-batch'), { name: 'kv-batch' });
+  const call = async (fn: string, args: Uint8Array) => valueOf(await g.invoke(ctx(), fn, args));
+  const keys = ['b', 'a', 'ab', 'c', 'é', 'z', 'a/b', ''];
+  t.deepEqual(unitResult(await call('set-batch', entryList(keys.map((k) => [k, k.toUpperCase()])))), { ok: null });
+  t.deepEqual(valuesResult(await call('get-batch', keyList(['a', 'missing', '', 'é']))), { ok: ['A', null, '', 'É'] });
+  t.deepEqual(keysResult(await call('keys', keyRange({}))), { ok: ['', 'a', 'a/b', 'ab', 'b', 'c', 'z', 'é'] }, 'UTF-8 byte order');
+  t.deepEqual(keysResult(await call('keys', keyRange({ start: 'ab', end: 'z' }))), { ok: ['ab', 'b', 'c'] }, 'start inclusive, end exclusive');
+  t.deepEqual(keysResult(await call('keys', keyRange({ end: 'b', limit: 2, reverse: true }))), { ok: ['ab', 'a/b'] });
+  t.deepEqual(entriesResult(await call('entries', keyRange({ start: 'b', limit: 2 }))), { ok: [['b', 'B'], ['c', 'C']] });
+  t.deepEqual(countResult(await call('count', keyRange({ start: 'a', end: 'b' }))), { ok: 3 });
+  t.deepEqual(countResult(await call('del-range', keyRange({ start: 'a', end: 'b' }))), { ok: 3 });
+  t.deepEqual(unitResult(await call('del-batch', keyList(['c', 'never-there']))), { ok: null });
+  t.deepEqual(keysResult(await call('keys', keyRange({}))), { ok: ['', 'b', 'z', 'é'] });
+  // past the batch limit: err naming it, nothing written
+  const nine = Array.from({ length: 9 }, (_, i): [string, string] => [`n${i}`, 'v']);
+  const over = unitResult(await call('set-batch', entryList(nine)));
+  t.regex((over as { err: string }).err, /maxBatchItems/);
+  t.deepEqual(countResult(await call('count', keyRange({ start: 'n', end: 'o' }))), { ok: 0 });
+  // peek-set is declared not writeable: its write is an err to the guest, not a trap
+  const ro = unitResult(await call('peek-set', entryList([['p', 'v']])));
+  t.regex((ro as { err: string }).err, /KV write denied/);
+  t.deepEqual(valuesResult(await call('get-batch', keyList(['p']))), { ok: [null] });
 });
 
 test.serial('a child that acknowledged writes and was killed with SIGKILL loses none of them', async (t) => {

@@ -12,7 +12,7 @@ import type { KvAccess, KvLimits, KvScope, KvStore, KvTransaction } from './type
 export interface LmdbKvStoreOptions {
   /** Directory of the LMDB environment (created if missing). */
   path: string;
-  /** `grouped` (default) shares one durable LMDB commit among concurrent calls; `per-call` commits each alone (for comparison). */
+  /** `grouped` (default) shares one durable LMDB commit among concurrent calls; `per-call` commits each alone with its own fsync (for comparison). */
   commitMode?: 'grouped' | 'per-call';
   /** How long a writing call waits for its scope's lock before its KV operation fails. */
   lockTimeoutMs?: number;
@@ -41,7 +41,8 @@ export class LmdbKvStore implements KvStore {
 
   constructor(options: LmdbKvStoreOptions) {
     mkdirSync(options.path, { recursive: true });
-    this.root = open({ path: options.path, noSync: false });
+    // per-call: no overlapping sync, so each transactionSync pays its own fsync, as a naive store would
+    this.root = open({ path: options.path, noSync: false, overlappingSync: options.commitMode !== 'per-call' });
     this.db = this.root.openDB<Buffer, Buffer>({ name: 'kv', keyEncoding: 'binary', encoding: 'binary' });
     this.commitMode = options.commitMode ?? 'grouped';
     this.lockTimeoutMs = options.lockTimeoutMs ?? 2000;
