@@ -1,45 +1,78 @@
-// The gRPC edge: one grpc-js server with health and reflection, bound to one address.
-// Whoever calls `startServer` owns the returned handle and must `close()` it.
-import { Server, ServerCredentials } from '@grpc/grpc-js';
+// The gRPC edge: one grpc-js server with the given services, health (per service) and
+// reflection, bound to one address. Whoever calls `startServer` owns the returned
+// handle and must `close()` it.
+import type { DescFile, DescService } from '@bufbuild/protobuf';
+import { Server, ServerCredentials, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
-import { file_plughost_v1_module } from '../../gen/plughost/v1/module_pb.js';
-import { file_plughost_v1_plugin } from '../../gen/plughost/v1/plugin_pb.js';
+import { readFileSync } from 'node:fs';
+import { PlughostError, messageOf } from '../errors.js';
+import { grpcServiceDefinition } from './grpc-definition.js';
 import { addReflection } from './reflection.js';
 
 export interface ServerOptions {
   /** `host:port`; port 0 lets the OS pick. */
   listen: string;
+  tls?: { certFile: string; keyFile: string };
+  maxReceiveMessageBytes: number;
+  maxSendMessageBytes: number;
+  keepaliveTimeMs: number;
+  keepaliveTimeoutMs: number;
+  services: { desc: DescService; impl: UntypedServiceImplementation }[];
+  /** The files whose services reflection lists. */
+  files: DescFile[];
 }
 
 export interface RunningServer {
   /** The port actually bound. */
   readonly port: number;
   readonly address: string;
+  /** Marks every service NOT_SERVING (the first step of a graceful shutdown). */
+  notServing(): void;
   /** Stops accepting, lets in-flight calls finish within `graceMs`, then cancels the rest. */
-  close(graceMs?: number): Promise<void>;
+  close(graceMs: number): Promise<void>;
 }
 
-export const SERVICE_NAMES = ['plughost.v1.PluginService', 'plughost.v1.ModuleService'] as const;
+function credentials(tls: ServerOptions['tls']): ServerCredentials {
+  if (!tls) return ServerCredentials.createInsecure();
+  try {
+    return ServerCredentials.createSsl(null, [{ cert_chain: readFileSync(tls.certFile), private_key: readFileSync(tls.keyFile) }], false);
+  } catch (e) {
+    throw new PlughostError('INVALID_ARGUMENT', `TLS: cannot use tls.certFile ${tls.certFile} / tls.keyFile ${tls.keyFile}: ${messageOf(e)}`);
+  }
+}
 
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
-  const server = new Server();
-  const health = new HealthImplementation({ '': 'SERVING' });
-  for (const name of SERVICE_NAMES) health.setStatus(name, 'SERVING');
+  const server = new Server({
+    'grpc.max_receive_message_length': options.maxReceiveMessageBytes,
+    'grpc.max_send_message_length': options.maxSendMessageBytes,
+    'grpc.keepalive_time_ms': options.keepaliveTimeMs,
+    'grpc.keepalive_timeout_ms': options.keepaliveTimeoutMs,
+    // let clients ping as often as we ping them
+    'grpc.http2.min_ping_interval_without_data_ms': Math.min(options.keepaliveTimeMs, 10_000),
+    'grpc.keepalive_permit_without_calls': 1,
+  });
+  const names = options.services.map((s) => s.desc.typeName);
+  const health = new HealthImplementation({ '': 'SERVING', ...Object.fromEntries(names.map((n) => [n, 'SERVING'])) });
   health.addToServer(server);
-  addReflection(server, [file_plughost_v1_plugin, file_plughost_v1_module]);
+  for (const { desc, impl } of options.services) server.addService(grpcServiceDefinition(desc), impl);
+  addReflection(server, options.files);
 
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(options.listen, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    server.bindAsync(options.listen, credentials(options.tls), (err, p) => (err ? reject(new PlughostError('UNAVAILABLE', `cannot listen on ${options.listen}: ${err.message}`)) : resolve(p))),
   );
   const host = options.listen.slice(0, options.listen.lastIndexOf(':'));
   let closing: Promise<void> | undefined;
+  const notServing = () => {
+    health.setStatus('', 'NOT_SERVING');
+    for (const name of names) health.setStatus(name, 'NOT_SERVING');
+  };
   return {
     port,
     address: `${host}:${port}`,
-    close(graceMs = 5000) {
+    notServing,
+    close(graceMs) {
       closing ??= (async () => {
-        health.setStatus('', 'NOT_SERVING');
-        for (const name of SERVICE_NAMES) health.setStatus(name, 'NOT_SERVING');
+        notServing();
         await new Promise<void>((resolve) => {
           const timer = setTimeout(() => {
             server.forceShutdown();

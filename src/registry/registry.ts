@@ -1,0 +1,243 @@
+// The module registry: component bytes stored content-addressed under the data directory,
+// an index of aliases (`name@version` -> hash) beside them, and the Runtime of each module
+// compiled on first use. Versions are immutable: `name@version` always means one set of
+// bytes until it is deleted. Everything survives a restart.
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { hashOf } from '../component/load.js';
+import { PlughostError } from '../errors.js';
+import type { RuntimeManager } from '../runtime/manager.js';
+import { effectiveLimits, type ModuleLimits, type ModuleLimitsInput } from '../runtime/options.js';
+import type { Runtime } from '../runtime/runtime.js';
+import { writeFileAtomic } from '../util/atomic-file.js';
+import { aliasOf, byVersionDesc, checkName, checkVersion, parseRef } from './names.js';
+
+export interface Manifest {
+  name: string;
+  version: string;
+  limits?: ModuleLimitsInput;
+  /** `sha256:<hex>` the pusher expects; a mismatch refuses the push. */
+  expectedHash?: string;
+}
+
+interface ModuleRecord {
+  hash: string;
+  sizeBytes: number;
+  /** The KV scope of calls by hash: the name the bytes were first pushed under. */
+  name: string;
+  /** As the manifest asked; lowered to the server's caps when loaded. */
+  limits: ModuleLimitsInput;
+  pushedAt: number;
+}
+
+interface AliasRecord {
+  name: string;
+  version: string;
+  hash: string;
+  pushedAt: number;
+}
+
+interface Index {
+  modules: Record<string, ModuleRecord>;
+  aliases: Record<string, AliasRecord>;
+}
+
+/** One alias of a module, as list and describe show it. */
+export interface ModuleEntry {
+  hash: string;
+  name: string;
+  version: string;
+  sizeBytes: number;
+  limits: ModuleLimits;
+  pushedAt: number;
+}
+
+/** What a reference resolved to: the bytes' hash and the name whose KV scope calls use. */
+export interface Resolved {
+  hash: string;
+  name: string;
+  version: string | undefined;
+}
+
+export interface RegistryOptions {
+  /** Directory of the index and the module files (created if missing). */
+  dir: string;
+  manager: RuntimeManager;
+  /** Largest module accepted, in bytes. */
+  maxModuleBytes: number;
+}
+
+export class ModuleRegistry {
+  private readonly indexPath: string;
+  private readonly modulesDir: string;
+  private index: Index;
+  /** Serializes changes to the index. */
+  private changing: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly options: RegistryOptions) {
+    this.modulesDir = join(options.dir, 'modules');
+    mkdirSync(this.modulesDir, { recursive: true });
+    this.indexPath = join(options.dir, 'registry.json');
+    this.index = existsSync(this.indexPath) ? (JSON.parse(readFileSync(this.indexPath, 'utf8')) as Index) : { modules: {}, aliases: {} };
+  }
+
+  get maxModuleBytes(): number {
+    return this.options.maxModuleBytes;
+  }
+
+  /** Verifies, compiles and stores a module under `name@version`. Pushing the same bytes again changes nothing. */
+  push(manifest: Manifest, bytes: Uint8Array): Promise<{ entry: ModuleEntry; created: boolean }> {
+    const name = checkName(manifest.name);
+    const version = checkVersion(manifest.version);
+    this.checkSize(bytes.length);
+    const hash = hashOf(bytes);
+    if (manifest.expectedHash && manifest.expectedHash !== hash) {
+      throw new PlughostError('INVALID_ARGUMENT', `the bytes hash to ${hash}, not the expected ${manifest.expectedHash}: the upload is corrupt or incomplete`);
+    }
+    const limits = manifest.limits ?? {};
+    return this.change(async () => {
+      const alias = aliasOf(name, version);
+      const existing = this.index.aliases[alias];
+      if (existing && existing.hash !== hash) {
+        throw new PlughostError('ALREADY_EXISTS', `${alias} is already ${existing.hash}; versions are immutable: push a new version, or delete ${alias} first`);
+      }
+      const known = this.index.modules[hash];
+      if (known && JSON.stringify(known.limits) !== JSON.stringify(limits)) {
+        throw new PlughostError('FAILED_PRECONDITION', `${hash} is registered with limits ${JSON.stringify(known.limits)}; the same bytes cannot have other limits ${JSON.stringify(limits)}: delete it first`);
+      }
+      // compiling proves the bytes are a component we can run, before anything is stored
+      await this.options.manager.load(bytes, { name: known?.name ?? name, limits });
+      if (existing) return { entry: this.entry(existing), created: false };
+      const now = Date.now();
+      const next: Index = structuredClone(this.index);
+      if (!known) {
+        writeFileAtomic(this.fileOf(hash), bytes);
+        next.modules[hash] = { hash, sizeBytes: bytes.length, name, limits, pushedAt: now };
+      }
+      next.aliases[alias] = { name, version, hash, pushedAt: now };
+      this.save(next);
+      return { entry: this.entry(next.aliases[alias]!), created: true };
+    });
+  }
+
+  checkSize(size: number): void {
+    if (size > this.options.maxModuleBytes) {
+      throw new PlughostError('INVALID_ARGUMENT', `the module is over the size cap: ${size} bytes so far, the cap (maxModuleBytes) is ${this.options.maxModuleBytes}`);
+    }
+    if (size === 0) throw new PlughostError('INVALID_ARGUMENT', 'the module is empty: send its bytes in chunks after the manifest');
+  }
+
+  /** `sha256:<hex>`, `name@version` or `name` (highest version) -> the module. */
+  resolve(ref: string): Resolved {
+    const r = parseRef(ref);
+    if (r.kind === 'hash') {
+      const m = this.index.modules[r.hash];
+      if (!m) throw new PlughostError('NOT_FOUND', `no module ${r.hash}`);
+      return { hash: m.hash, name: m.name, version: undefined };
+    }
+    if (r.version) {
+      const a = this.index.aliases[aliasOf(r.name, r.version)];
+      if (!a) throw new PlughostError('NOT_FOUND', `no module ${aliasOf(r.name, r.version)}${this.versionsHint(r.name)}`);
+      return { hash: a.hash, name: a.name, version: a.version };
+    }
+    const newest = this.versionsOf(r.name)[0];
+    if (!newest) throw new PlughostError('NOT_FOUND', `no module named ${r.name}`);
+    return { hash: newest.hash, name: newest.name, version: newest.version };
+  }
+
+  /** The module's Runtime, compiled on first use (after a restart, from the stored bytes). */
+  runtime(resolved: Resolved): Promise<Runtime> {
+    const live = this.options.manager.get(resolved.hash);
+    if (live) return Promise.resolve(live);
+    const m = this.index.modules[resolved.hash];
+    if (!m) return Promise.reject(new PlughostError('NOT_FOUND', `no module ${resolved.hash}`));
+    return this.options.manager.load(readFileSync(this.fileOf(m.hash)), { name: m.name, limits: m.limits });
+  }
+
+  /** Every alias, sorted by name then newest version first; optionally of one name. */
+  list(name?: string): ModuleEntry[] {
+    const names = [...new Set(Object.values(this.index.aliases).map((a) => a.name))].sort();
+    return names.filter((n) => !name || n === name).flatMap((n) => this.versionsOf(n).map((a) => this.entry(a)));
+  }
+
+  /** The entry a reference names (for a hash: its first alias, or a bare record if it has none). */
+  entryOf(resolved: Resolved): ModuleEntry {
+    const m = this.index.modules[resolved.hash];
+    if (!m) throw new PlughostError('NOT_FOUND', `no module ${resolved.hash}`);
+    return this.entry({ name: resolved.name, version: resolved.version ?? '', hash: m.hash, pushedAt: m.pushedAt });
+  }
+
+  /**
+   * Removes `name@version`, or every alias of `sha256:<hex>`. New calls stop resolving at
+   * once; when no alias is left, calls in flight finish and then the bytes are removed.
+   */
+  delete(ref: string): Promise<{ removedAliases: string[]; moduleRemoved: boolean }> {
+    const r = parseRef(ref);
+    if (r.kind === 'alias' && !r.version) {
+      throw new PlughostError('INVALID_ARGUMENT', `delete needs name@version or sha256:<hex>, not the bare name ${r.name} (it would remove every version)`);
+    }
+    return this.change(async () => {
+      const next: Index = structuredClone(this.index);
+      let hash: string;
+      const removed: string[] = [];
+      if (r.kind === 'hash') {
+        if (!next.modules[r.hash]) throw new PlughostError('NOT_FOUND', `no module ${r.hash}`);
+        hash = r.hash;
+        for (const [alias, a] of Object.entries(next.aliases)) if (a.hash === hash) removed.push(alias);
+      } else {
+        const alias = aliasOf(r.name, r.version!);
+        const a = next.aliases[alias];
+        if (!a) throw new PlughostError('NOT_FOUND', `no module ${alias}`);
+        hash = a.hash;
+        removed.push(alias);
+      }
+      for (const alias of removed) delete next.aliases[alias];
+      const orphan = !Object.values(next.aliases).some((a) => a.hash === hash);
+      if (orphan) delete next.modules[hash];
+      this.save(next);
+      if (orphan) {
+        await this.options.manager.unload(hash);
+        rmSync(this.fileOf(hash), { force: true });
+      }
+      return { removedAliases: removed.sort(), moduleRemoved: orphan };
+    });
+  }
+
+  private versionsOf(name: string): AliasRecord[] {
+    return Object.values(this.index.aliases)
+      .filter((a) => a.name === name)
+      .sort((a, b) => byVersionDesc(a.version, b.version));
+  }
+
+  private versionsHint(name: string): string {
+    const versions = this.versionsOf(name).map((a) => a.version);
+    return versions.length ? ` (versions: ${versions.join(', ')})` : '';
+  }
+
+  private entry(a: AliasRecord): ModuleEntry {
+    const m = this.index.modules[a.hash]!;
+    return {
+      hash: a.hash,
+      name: a.name,
+      version: a.version,
+      sizeBytes: m.sizeBytes,
+      limits: effectiveLimits(this.options.manager.options.caps, m.limits),
+      pushedAt: a.pushedAt,
+    };
+  }
+
+  private fileOf(hash: string): string {
+    return join(this.modulesDir, `${hash.slice('sha256:'.length)}.wasm`);
+  }
+
+  private save(next: Index): void {
+    writeFileAtomic(this.indexPath, JSON.stringify(next, null, 2));
+    this.index = next;
+  }
+
+  private change<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.changing.then(fn, fn);
+    this.changing = run.catch(() => undefined);
+    return run;
+  }
+}

@@ -1,0 +1,57 @@
+// PluginService: Invoke (unary) and Stream (bidi), each a thin edge over the Invoker.
+import { create } from '@bufbuild/protobuf';
+import type { ServerDuplexStream, ServerUnaryCall, UntypedServiceImplementation, sendUnaryData } from '@grpc/grpc-js';
+import { InvokeResponseSchema, type InvokeRequest, type InvokeResponse, type StreamRequest, type StreamResponse } from '../../gen/plughost/v1/plugin_pb.js';
+import type { TokenStore } from '../auth/tokens.js';
+import { authenticate } from './authenticate.js';
+import { deadlineOf, type Invoker } from './invoker.js';
+import { requestIdOf } from './request-id.js';
+import { toServiceError } from './status.js';
+import { StreamSession, type StreamLimits } from './stream-session.js';
+
+export interface PluginServiceDeps {
+  tokens: TokenStore;
+  invoker: Invoker;
+  stream: StreamLimits;
+  /** Streams still open, so shutdown can drain them. */
+  sessions: Set<StreamSession>;
+}
+
+export function pluginService(deps: PluginServiceDeps): UntypedServiceImplementation {
+  return {
+    invoke(call: ServerUnaryCall<InvokeRequest, InvokeResponse>, callback: sendUnaryData<InvokeResponse>) {
+      const abort = new AbortController();
+      call.once('cancelled', () => abort.abort());
+      (async () => {
+        const identity = authenticate(call.metadata, deps.tokens);
+        const { result, hash } = await deps.invoker.invoke(identity, {
+          module: call.request.module,
+          fn: call.request.function,
+          args: call.request.args,
+          deadline: deadlineOf(call.getDeadline()),
+          signal: abort.signal,
+          requestId: requestIdOf(call.metadata),
+        });
+        return create(InvokeResponseSchema, {
+          result: result.ok ? { case: 'value', value: result.value } : { case: 'guestError', value: result.guestError },
+          moduleHash: hash,
+        });
+      })().then(
+        (response) => callback(null, response),
+        (e) => callback(toServiceError(e)),
+      );
+    },
+
+    stream(call: ServerDuplexStream<StreamRequest, StreamResponse>) {
+      let session: StreamSession;
+      try {
+        session = new StreamSession(call, authenticate(call.metadata, deps.tokens), deps.invoker, deps.stream, requestIdOf(call.metadata));
+      } catch (e) {
+        call.emit('error', toServiceError(e));
+        return;
+      }
+      deps.sessions.add(session);
+      session.done.then(() => deps.sessions.delete(session));
+    },
+  };
+}

@@ -1,0 +1,177 @@
+// End to end: a real plughost on 127.0.0.1 with real components, LMDB in a temp dir, and
+// connect-node clients over HTTP/2.
+import test from 'ava';
+import { Code, ConnectError } from '@connectrpc/connect';
+import { fixture } from './fixtures/build.js';
+import { healthCheck, reflectionListServices } from './helpers/grpc-clients.js';
+import { readU32, u32 } from './helpers/runtime.js';
+import { clients, push, pushFixture, startPlughost } from './helpers/service.js';
+import { hashOf } from '../src/component/load.js';
+
+const enc = (s: string) => new TextEncoder().encode(s);
+const dec = (b: Uint8Array) => new TextDecoder().decode(b);
+
+/** The gRPC code a call failed with (throws if it did not fail). */
+async function codeOf(p: Promise<unknown>): Promise<{ code: Code; message: string }> {
+  try {
+    await p;
+  } catch (e) {
+    const c = ConnectError.from(e);
+    return { code: c.code, message: c.rawMessage };
+  }
+  throw new Error('the call succeeded');
+}
+
+test('health per service, and reflection lists both services through a real reflection client', async (t) => {
+  const host = await startPlughost(t);
+  t.is(await healthCheck(host.address), 'SERVING');
+  for (const s of ['plughost.v1.PluginService', 'plughost.v1.ModuleService']) t.is(await healthCheck(host.address, s), 'SERVING');
+  const services = await reflectionListServices(host.address);
+  for (const s of ['plughost.v1.PluginService', 'plughost.v1.ModuleService', 'grpc.health.v1.Health']) {
+    t.true(services.includes(s), `reflection lists ${s}: ${services.join(', ')}`);
+  }
+  await host.close();
+  await t.throwsAsync(healthCheck(host.address));
+});
+
+test('push, list, describe, and invoke by hash, by name@version and by name (highest version)', async (t) => {
+  const host = await startPlughost(t);
+  const c = clients(t, host.address, host.createdAdminToken);
+  const echo = await fixture('echo');
+  const first = await push(c, 'echo', '1.0.0', echo, { chunkSize: 100 });
+  t.true(first.created);
+  t.is(first.module?.hash, hashOf(echo));
+  t.is(Number(first.module?.sizeBytes), echo.length);
+  const again = await push(c, 'echo', '1.0.0', echo);
+  t.false(again.created, 'pushing the same bytes twice is idempotent');
+  const counter = await pushFixture(c, 'counter', '1.10.0', 'echo');
+  await pushFixture(c, 'introspect', '1.2.0', 'echo');
+
+  const list = await c.modules.listModules({});
+  t.deepEqual(list.modules.map((m) => `${m.name}@${m.version}`), ['echo@1.10.0', 'echo@1.2.0', 'echo@1.0.0']);
+
+  const byHash = await c.plugins.invoke({ module: hashOf(echo), args: enc('hi') });
+  t.is(dec(byHash.result.value as Uint8Array), 'hi');
+  t.is(byHash.moduleHash, hashOf(echo));
+  const byAlias = await c.plugins.invoke({ module: 'echo@1.0.0', args: enc('there') });
+  t.is(dec(byAlias.result.value as Uint8Array), 'there');
+  const byName = await c.plugins.invoke({ module: 'echo', args: new Uint8Array() });
+  t.is(byName.moduleHash, counter.module!.hash, 'the bare name resolves to the highest version (1.10.0 > 1.2.0)');
+  t.is(readU32(byName.result.value as Uint8Array), 1);
+
+  const d = await c.modules.describeModule({ module: 'echo@1.2.0' });
+  t.is(d.module?.version, '1.2.0');
+  t.deepEqual(d.functions.map((f) => f.name ?? null), [null, 'add', 'greet']);
+  const add = d.functions.find((f) => f.name === 'add')!;
+  t.true(add.writeable);
+  t.deepEqual(add.args.map((a) => [a.name, a.type]), [['a', 'u32'], ['b', 'u32']]);
+  t.truthy(add.comment);
+  t.true(d.pool!.idle + d.pool!.inUse >= 1, 'describe reports the live pool');
+  t.true(Number(d.module?.limits?.maxExecutionMs) > 0);
+});
+
+test('push refusals: not a component, over the size cap, a hash mismatch, an immutable version, a bad name', async (t) => {
+  const host = await startPlughost(t, { maxModuleBytes: 4096 });
+  const c = clients(t, host.address, host.createdAdminToken);
+  const echo = await fixture('echo');
+  t.true(echo.length <= 4096, 'the echo fixture fits the cap');
+  t.like(await codeOf(push(c, 'junk', '1.0.0', enc('not wasm at all'))), { code: Code.InvalidArgument });
+  const big = new Uint8Array(4097);
+  big.set(echo);
+  const over = await codeOf(push(c, 'big', '1.0.0', big, { chunkSize: 1024 }));
+  t.is(over.code, Code.InvalidArgument);
+  t.regex(over.message, /maxModuleBytes/);
+  const mismatch = await codeOf(push(c, 'echo', '1.0.0', echo, { expectedHash: `sha256:${'0'.repeat(64)}` }));
+  t.regex(mismatch.message, /not the expected/);
+  await push(c, 'echo', '1.0.0', echo);
+  const immutable = await codeOf(pushFixture(c, 'counter', '1.0.0', 'echo'));
+  t.is(immutable.code, Code.AlreadyExists);
+  t.like(await codeOf(push(c, 'Bad Name', '1.0.0', echo)), { code: Code.InvalidArgument });
+  t.like(await codeOf(push(c, 'echo', 'latest', echo)), { code: Code.InvalidArgument });
+  t.deepEqual((await c.modules.listModules({})).modules.map((m) => m.name), ['echo'], 'nothing refused was stored');
+});
+
+test('delete: an alias at once (calls in flight finish), the bytes when no alias is left', async (t) => {
+  const host = await startPlughost(t);
+  const c = clients(t, host.address, host.createdAdminToken);
+  const a = await pushFixture(c, 'faults', '1.0.0');
+  await pushFixture(c, 'faults', '2.0.0');
+  // same bytes under a second version: one module, two aliases
+  t.is((await pushFixture(c, 'faults', '2.0.0')).module?.hash, a.module?.hash);
+  t.false((await c.modules.deleteModule({ module: 'faults@1.0.0' })).moduleRemoved, 'another alias still points at the bytes');
+  t.like(await codeOf(c.plugins.invoke({ module: 'faults@1.0.0' })), { code: Code.NotFound });
+  t.is(readU32((await c.plugins.invoke({ module: 'faults' })).result.value as Uint8Array), 1);
+  t.like(await codeOf(c.modules.deleteModule({ module: 'faults' })), { code: Code.InvalidArgument }, 'a bare name would delete every version');
+  const r = await c.modules.deleteModule({ module: a.module!.hash });
+  t.deepEqual(r.removedAliases, ['faults@2.0.0']);
+  t.true(r.moduleRemoved);
+  t.like(await codeOf(c.plugins.invoke({ module: a.module!.hash })), { code: Code.NotFound });
+  t.like(await codeOf(c.modules.deleteModule({ module: 'faults@2.0.0' })), { code: Code.NotFound });
+});
+
+test('identity: no token, a wrong token, a non-admin push or delete, a module outside the patterns', async (t) => {
+  const host = await startPlughost(t);
+  const admin = clients(t, host.address, host.createdAdminToken);
+  await pushFixture(admin, 'echo');
+  await pushFixture(admin, 'kv');
+  const caller = host.tokens.add({ subject: 'engine', tenant: 't1', admin: false, modules: ['ec*'], kv: 'write' });
+  const none = clients(t, host.address);
+  const wrong = clients(t, host.address, 'ph_not-a-real-token');
+  const engine = clients(t, host.address, caller.token);
+  for (const c of [none, wrong]) {
+    t.like(await codeOf(c.plugins.invoke({ module: 'echo' })), { code: Code.Unauthenticated });
+    t.like(await codeOf(c.modules.listModules({})), { code: Code.Unauthenticated });
+  }
+  t.is(dec((await engine.plugins.invoke({ module: 'echo', args: enc('ok') })).result.value as Uint8Array), 'ok');
+  t.like(await codeOf(engine.plugins.invoke({ module: 'kv' })), { code: Code.PermissionDenied });
+  t.like(await codeOf(pushFixture(engine, 'counter')), { code: Code.PermissionDenied });
+  t.like(await codeOf(engine.modules.deleteModule({ module: 'echo@1.0.0' })), { code: Code.PermissionDenied });
+  t.is((await admin.modules.listModules({})).modules.length, 2, 'nothing pushed or deleted');
+});
+
+test('KV through the service: tenants are isolated, a read-only caller cannot write, nothing leaks', async (t) => {
+  const host = await startPlughost(t);
+  const admin = clients(t, host.address, host.createdAdminToken);
+  await pushFixture(admin, 'kv');
+  const grant = { admin: false, modules: ['*'] };
+  const a = clients(t, host.address, host.tokens.add({ ...grant, subject: 'a', tenant: 'tenant-a', kv: 'write' }).token);
+  const b = clients(t, host.address, host.tokens.add({ ...grant, subject: 'b', tenant: 'tenant-b', kv: 'write' }).token);
+  const ro = clients(t, host.address, host.tokens.add({ ...grant, subject: 'ro', tenant: 'tenant-a', kv: 'read' }).token);
+  for (let i = 0; i < 3; i++) await a.plugins.invoke({ module: 'kv' });
+  t.is(readU32((await b.plugins.invoke({ module: 'kv' })).result.value as Uint8Array), 1, "tenant b does not see tenant a's counter");
+  const denied = await ro.plugins.invoke({ module: 'kv' });
+  t.is(denied.result.case, 'guestError');
+  t.regex(denied.result.value as string, /KV write denied/);
+  const got = (await ro.plugins.invoke({ module: 'kv', function: 'get', args: enc('n') })).result.value as Uint8Array;
+  t.is(readU32(got.subarray(1)), 3, 'the read-only caller reads its tenant, and its denied write changed nothing');
+});
+
+test('the error table: each failure reaches the client as its gRPC status', async (t) => {
+  const host = await startPlughost(t, { limits: { maxMemoryBytes: 8 << 20 } });
+  const c = clients(t, host.address, host.createdAdminToken);
+  const faults = await fixture('faults');
+  await push(c, 'faults', '1.0.0', faults, { limits: { maxExecutionMs: 500 } });
+  await pushFixture(c, 'failing-init');
+  await pushFixture(c, 'introspect');
+  const guest = await c.plugins.invoke({ module: 'faults', function: 'err' });
+  t.is(guest.result.case, 'guestError', 'a guest error is an answer (OK), not a status');
+  const rows: [() => Promise<unknown>, Code, string][] = [
+    [() => c.plugins.invoke({ module: 'faults', function: 'trap' }), Code.Aborted, 'TRAP'],
+    [() => c.plugins.invoke({ module: 'faults', function: 'loop' }), Code.DeadlineExceeded, 'TIMEOUT'],
+    [() => c.plugins.invoke({ module: 'faults', function: 'bomb' }), Code.ResourceExhausted, 'MEMORY_LIMIT'],
+    [() => c.plugins.invoke({ module: 'failing-init' }), Code.FailedPrecondition, 'INIT_FAILED'],
+    [() => c.plugins.invoke({ module: 'nope' }), Code.NotFound, 'NOT_FOUND'],
+    [() => c.plugins.invoke({ module: 'introspect', function: 'missing' }), Code.NotFound, 'NOT_FOUND'],
+    [() => c.plugins.invoke({ module: 'sha256:xyz' }), Code.InvalidArgument, 'INVALID_ARGUMENT'],
+    [() => push(c, 'junk', '1.0.0', enc('junk')), Code.InvalidArgument, 'INVALID_MODULE'],
+    [() => push(c, 'faults', '1.0.1', faults, { limits: { maxExecutionMs: 400 } }), Code.FailedPrecondition, 'FAILED_PRECONDITION'],
+  ];
+  for (const [p, code, name] of rows) {
+    const r = await codeOf(p());
+    t.is(Code[r.code], Code[code], `${name}: ${r.message}`);
+  }
+  // the client's deadline bounds the guest's time: a 200 ms deadline stops a loop long before its 500 ms limit
+  const start = Date.now();
+  t.like(await codeOf(c.plugins.invoke({ module: 'faults', function: 'loop' }, { timeoutMs: 200 })), { code: Code.DeadlineExceeded });
+  t.true(Date.now() - start < 450, `stopped after ${Date.now() - start} ms`);
+});
