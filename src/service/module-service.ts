@@ -21,6 +21,7 @@ import type { TokenStore } from '../auth/tokens.js';
 import { PlughostError } from '../errors.js';
 import type { ModuleRegistry } from '../registry/registry.js';
 import { authenticate, requireAdmin } from './authenticate.js';
+import type { Inflight } from './inflight.js';
 import { functionInfo, limitsFromMessage, moduleInfo, poolState } from './convert.js';
 import { deadlineOf } from './invoker.js';
 import { toServiceError } from './status.js';
@@ -28,19 +29,20 @@ import { toServiceError } from './status.js';
 export interface ModuleServiceDeps {
   tokens: TokenStore;
   registry: ModuleRegistry;
+  inflight: Inflight;
 }
 
 /** Runs a unary handler body and answers with its result or its error's status. */
-function unary<Req, Res>(body: (call: ServerUnaryCall<Req, Res>) => Promise<Res>) {
+function unary<Req, Res>(inflight: Inflight, body: (call: ServerUnaryCall<Req, Res>) => Promise<Res>) {
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
-    body(call).then(
+    inflight.track(body(call)).then(
       (r) => callback(null, r),
       (e) => callback(toServiceError(e)),
     );
   };
 }
 
-export function moduleService({ tokens, registry }: ModuleServiceDeps): UntypedServiceImplementation {
+export function moduleService({ tokens, registry, inflight }: ModuleServiceDeps): UntypedServiceImplementation {
   return {
     pushModule(call: ServerReadableStream<PushModuleRequest, PushModuleResponse>, callback: sendUnaryData<PushModuleResponse>) {
       let answered = false;
@@ -78,7 +80,7 @@ export function moduleService({ tokens, registry }: ModuleServiceDeps): UntypedS
       });
       call.on('end', () => {
         if (answered) return;
-        (async () => {
+        inflight.track((async () => {
           if (!manifest) throw new PlughostError('INVALID_ARGUMENT', 'a push needs a manifest, then the module in chunks');
           const bytes = Buffer.concat(chunks);
           const { entry, created } = await registry.push(
@@ -86,7 +88,7 @@ export function moduleService({ tokens, registry }: ModuleServiceDeps): UntypedS
             bytes,
           );
           return create(PushModuleResponseSchema, { module: moduleInfo(entry), created });
-        })().then(
+        })()).then(
           (r) => answer(undefined, r),
           (e) => answer(e),
         );
@@ -94,12 +96,12 @@ export function moduleService({ tokens, registry }: ModuleServiceDeps): UntypedS
       call.on('error', (e) => answer(e));
     },
 
-    listModules: unary<ListModulesRequest, ListModulesResponse>(async (call) => {
+    listModules: unary<ListModulesRequest, ListModulesResponse>(inflight, async (call) => {
       authenticate(call.metadata, tokens);
       return create(ListModulesResponseSchema, { modules: registry.list(call.request.name || undefined).map(moduleInfo) });
     }),
 
-    describeModule: unary<DescribeModuleRequest, DescribeModuleResponse>(async (call) => {
+    describeModule: unary<DescribeModuleRequest, DescribeModuleResponse>(inflight, async (call) => {
       authenticate(call.metadata, tokens);
       const resolved = registry.resolve(call.request.module);
       const runtime = await registry.runtime(resolved);
@@ -111,7 +113,7 @@ export function moduleService({ tokens, registry }: ModuleServiceDeps): UntypedS
       });
     }),
 
-    deleteModule: unary<DeleteModuleRequest, DeleteModuleResponse>(async (call) => {
+    deleteModule: unary<DeleteModuleRequest, DeleteModuleResponse>(inflight, async (call) => {
       requireAdmin(authenticate(call.metadata, tokens), 'delete modules');
       const { removedAliases, moduleRemoved } = await registry.delete(call.request.module);
       return create(DeleteModuleResponseSchema, { removedAliases, moduleRemoved });

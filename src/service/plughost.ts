@@ -10,6 +10,7 @@ import { LmdbKvStore } from '../kv/lmdb-store.js';
 import { ModuleRegistry } from '../registry/registry.js';
 import { RuntimeManager, type RuntimeManagerOptions } from '../runtime/manager.js';
 import { parseConfig, type PlughostConfig, type PlughostConfigInput } from './config.js';
+import { Inflight } from './inflight.js';
 import { Invoker } from './invoker.js';
 import { moduleService } from './module-service.js';
 import { pluginService } from './plugin-service.js';
@@ -32,6 +33,7 @@ export class Plughost {
     readonly tokens: TokenStore,
     private readonly store: LmdbKvStore,
     private readonly sessions: Set<StreamSession>,
+    private readonly inflight: Inflight,
     /** The admin token made on this start because there were none; shown once. */
     readonly createdAdminToken: string | undefined,
   ) {}
@@ -58,18 +60,19 @@ export class Plughost {
       });
       const registry = new ModuleRegistry({ dir: dataDir, manager, maxModuleBytes: config.maxModuleBytes });
       const sessions = new Set<StreamSession>();
+      const inflight = new Inflight();
       const invoker = new Invoker(registry);
       const server = await startServer({
         listen: config.listen,
         tls: config.tls,
         ...config.grpc,
         services: [
-          { desc: PluginService, impl: pluginService({ tokens, invoker, stream: config.stream, sessions }) },
-          { desc: ModuleService, impl: moduleService({ tokens, registry }) },
+          { desc: PluginService, impl: pluginService({ tokens, invoker, stream: config.stream, sessions, inflight }) },
+          { desc: ModuleService, impl: moduleService({ tokens, registry, inflight }) },
         ],
         files: [file_plughost_v1_plugin, file_plughost_v1_module],
       });
-      return new Plughost(config, server, manager, registry, tokens, store, sessions, createdAdminToken);
+      return new Plughost(config, server, manager, registry, tokens, store, sessions, inflight, createdAdminToken);
     } catch (e) {
       await manager?.close();
       await store.close();
@@ -88,15 +91,8 @@ export class Plughost {
    */
   close(graceMs = this.config.shutdownGraceMs): Promise<void> {
     this.closing ??= (async () => {
-      const until = Date.now() + graceMs;
-      this.server.notServing();
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        Promise.all([...this.sessions].map((s) => s.shutdown())),
-        new Promise((r) => (timer = setTimeout(r, graceMs))),
-      ]);
-      clearTimeout(timer);
-      await this.server.close(Math.max(0, until - Date.now()));
+      const drained = Promise.all([...[...this.sessions].map((s) => s.shutdown()), this.inflight.idle()]);
+      await this.server.close(graceMs, drained);
       await this.manager.close();
       await this.store.close();
     })();

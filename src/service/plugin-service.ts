@@ -4,6 +4,7 @@ import type { ServerDuplexStream, ServerUnaryCall, UntypedServiceImplementation,
 import { InvokeResponseSchema, type InvokeRequest, type InvokeResponse, type StreamRequest, type StreamResponse } from '../../gen/plughost/v1/plugin_pb.js';
 import type { TokenStore } from '../auth/tokens.js';
 import { authenticate } from './authenticate.js';
+import type { Inflight } from './inflight.js';
 import { deadlineOf, type Invoker } from './invoker.js';
 import { requestIdOf } from './request-id.js';
 import { toServiceError } from './status.js';
@@ -15,6 +16,8 @@ export interface PluginServiceDeps {
   stream: StreamLimits;
   /** Streams still open, so shutdown can drain them. */
   sessions: Set<StreamSession>;
+  /** Unary calls being served, so shutdown can drain them. */
+  inflight: Inflight;
 }
 
 export function pluginService(deps: PluginServiceDeps): UntypedServiceImplementation {
@@ -22,7 +25,7 @@ export function pluginService(deps: PluginServiceDeps): UntypedServiceImplementa
     invoke(call: ServerUnaryCall<InvokeRequest, InvokeResponse>, callback: sendUnaryData<InvokeResponse>) {
       const abort = new AbortController();
       call.once('cancelled', () => abort.abort());
-      (async () => {
+      deps.inflight.track((async () => {
         const identity = authenticate(call.metadata, deps.tokens);
         const { result, hash } = await deps.invoker.invoke(identity, {
           module: call.request.module,
@@ -36,7 +39,7 @@ export function pluginService(deps: PluginServiceDeps): UntypedServiceImplementa
           result: result.ok ? { case: 'value', value: result.value } : { case: 'guestError', value: result.guestError },
           moduleHash: hash,
         });
-      })().then(
+      })()).then(
         (response) => callback(null, response),
         (e) => callback(toServiceError(e)),
       );

@@ -26,10 +26,12 @@ export interface RunningServer {
   /** The port actually bound. */
   readonly port: number;
   readonly address: string;
-  /** Marks every service NOT_SERVING (the first step of a graceful shutdown). */
-  notServing(): void;
-  /** Stops accepting, lets in-flight calls finish within `graceMs`, then cancels the rest. */
-  close(graceMs: number): Promise<void>;
+  /**
+   * Graceful shutdown: every service goes NOT_SERVING and no new call is taken; once
+   * `drained` settles (the owner's calls and streams are finished) or `graceMs` passes,
+   * whatever is left is cancelled and the listener closes.
+   */
+  close(graceMs: number, drained?: Promise<unknown>): Promise<void>;
 }
 
 function credentials(tls: ServerOptions['tls']): ServerCredentials {
@@ -40,6 +42,9 @@ function credentials(tls: ServerOptions['tls']): ServerCredentials {
     throw new PlughostError('INVALID_ARGUMENT', `TLS: cannot use tls.certFile ${tls.certFile} / tls.keyFile ${tls.keyFile}: ${messageOf(e)}`);
   }
 }
+
+/** How long answers already given may take to reach the wire before a forced close. */
+const FLUSH_MS = 250;
 
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   const server = new Server({
@@ -62,27 +67,24 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   );
   const host = options.listen.slice(0, options.listen.lastIndexOf(':'));
   let closing: Promise<void> | undefined;
-  const notServing = () => {
-    health.setStatus('', 'NOT_SERVING');
-    for (const name of names) health.setStatus(name, 'NOT_SERVING');
-  };
   return {
     port,
     address: `${host}:${port}`,
-    notServing,
-    close(graceMs) {
+    close(graceMs, drained) {
       closing ??= (async () => {
-        notServing();
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(() => {
-            server.forceShutdown();
-            resolve();
-          }, graceMs);
-          server.tryShutdown(() => {
-            clearTimeout(timer);
-            resolve();
-          });
-        });
+        health.setStatus('', 'NOT_SERVING');
+        for (const name of names) health.setStatus(name, 'NOT_SERVING');
+        const until = Date.now() + graceMs;
+        const timers: NodeJS.Timeout[] = [];
+        const after = (ms: number) => new Promise<void>((resolve) => timers.push(setTimeout(resolve, Math.max(0, ms))));
+        const shutDown = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+        await Promise.race([drained ? Promise.allSettled([drained]) : shutDown, after(graceMs)]);
+        // the last answers are handed to grpc-js but may not be on the wire yet: give them a
+        // moment; what then remains are streams whose clients have not closed their side
+        await Promise.race([shutDown, after(Math.min(FLUSH_MS, until - Date.now()))]);
+        for (const t of timers) clearTimeout(t);
+        server.forceShutdown();
+        await shutDown;
       })();
       return closing;
     },

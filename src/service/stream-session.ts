@@ -4,6 +4,7 @@
 // results the client has not read yet, so memory stays bounded however fast it writes.
 import { create } from '@bufbuild/protobuf';
 import type { ServerDuplexStream } from '@grpc/grpc-js';
+import { setMaxListeners } from 'node:events';
 import { CallOutcomeSchema, CallFailureSchema, type CallOutcome } from '../../gen/plughost/v1/outcome_pb.js';
 import { StreamResponseSchema, type StreamItem, type StreamRequest, type StreamResponse } from '../../gen/plughost/v1/plugin_pb.js';
 import type { Identity } from '../auth/identity.js';
@@ -49,6 +50,8 @@ export class StreamSession {
     private readonly requestId: string,
   ) {
     this.window = limits.defaultWindow;
+    // every item in the window listens for the stream's cancellation
+    setMaxListeners(0, this.abort.signal);
     this.deadline = deadlineOf(call.getDeadline());
     call.on('data', (req: StreamRequest) => this.onRequest(req));
     call.on('end', () => {
