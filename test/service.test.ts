@@ -7,6 +7,11 @@ import { healthCheck, reflectionListServices } from './helpers/grpc-clients.js';
 import { readU32, u32 } from './helpers/runtime.js';
 import { clients, push, pushFixture, startPlughost } from './helpers/service.js';
 import { hashOf } from '../src/component/load.js';
+import { Plughost } from '../src/service/plughost.js';
+import { tempDir } from './helpers/kv.js';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -174,4 +179,85 @@ test('the error table: each failure reaches the client as its gRPC status', asyn
   const start = Date.now();
   t.like(await codeOf(c.plugins.invoke({ module: 'faults', function: 'loop' }, { timeoutMs: 200 })), { code: Code.DeadlineExceeded });
   t.true(Date.now() - start < 450, `stopped after ${Date.now() - start} ms`);
+});
+
+test('a call waiting for a controller: POOL_EXHAUSTED at the acquire timeout, and a client cancel stops it before it runs', async (t) => {
+  const host = await startPlughost(t, { acquireTimeoutMs: 300, limits: { maxPoolSize: 1 } });
+  const c = clients(t, host.address, host.createdAdminToken);
+  await push(c, 'faults', '1.0.0', await fixture('faults'), { limits: { maxExecutionMs: 1500 } });
+  const busy = codeOf(c.plugins.invoke({ module: 'faults', function: 'loop' }));
+  await new Promise((r) => setTimeout(r, 100));
+  const exhausted = await codeOf(c.plugins.invoke({ module: 'faults' }));
+  t.is(Code[exhausted.code], Code[Code.ResourceExhausted], exhausted.message);
+  t.regex(exhausted.message, /became free/);
+  t.regex((await busy).message, /time limit of 1500 ms/, 'the acquire timeout bounds waiting, not running');
+
+  const host2 = await startPlughost(t, { limits: { maxPoolSize: 1 } });
+  const c2 = clients(t, host2.address, host2.createdAdminToken);
+  await push(c2, 'faults', '1.0.0', await fixture('faults'), { limits: { maxExecutionMs: 800 } });
+  const looping = c2.plugins.invoke({ module: 'faults', function: 'loop' }).catch(() => undefined);
+  await new Promise((r) => setTimeout(r, 100));
+  const abort = new AbortController();
+  const waiting = c2.plugins.invoke({ module: 'faults' }, { signal: abort.signal });
+  setTimeout(() => abort.abort(), 100);
+  t.is(ConnectError.from(await t.throwsAsync(waiting)).code, Code.Canceled);
+  await looping;
+  // the loop's controller was dropped at its time limit; had the cancelled call run
+  // afterwards, it would have made a controller and this call would count 2
+  t.is(readU32((await c2.plugins.invoke({ module: 'faults' })).result.value as Uint8Array), 1);
+});
+
+test('max message size: args at the configured limit pass, just past it are refused', async (t) => {
+  const limit = 64 * 1024;
+  const host = await startPlughost(t, { grpc: { maxReceiveMessageBytes: limit, maxSendMessageBytes: limit, keepaliveTimeMs: 60_000, keepaliveTimeoutMs: 20_000 } });
+  const c = clients(t, host.address, host.createdAdminToken);
+  await pushFixture(c, 'echo');
+  // the request message is the args plus a few bytes of framing for the module name
+  const fits = new Uint8Array(limit - 128);
+  t.is((await c.plugins.invoke({ module: 'echo', args: fits })).result.value?.length, fits.length);
+  const over = await codeOf(c.plugins.invoke({ module: 'echo', args: new Uint8Array(limit + 1) }));
+  t.is(over.code, Code.ResourceExhausted);
+});
+
+test('restart on the same data directory: modules, aliases, tokens and KV are all still there', async (t) => {
+  const dataDir = tempDir(t);
+  const first = await Plughost.start({ listen: '127.0.0.1:0', dataDir, workers: 2 });
+  const token = first.createdAdminToken!;
+  t.truthy(token);
+  const c1 = clients(t, first.address, token);
+  await pushFixture(c1, 'kv');
+  const echo = await pushFixture(c1, 'echo', '2.0.0');
+  for (let i = 0; i < 3; i++) await c1.plugins.invoke({ module: 'kv' });
+  await first.close();
+
+  const second = await startPlughost(t, { dataDir });
+  t.is(second.createdAdminToken, undefined, 'no new admin token when tokens exist');
+  const c2 = clients(t, second.address, token);
+  t.deepEqual((await c2.modules.listModules({})).modules.map((m) => `${m.name}@${m.version}`), ['echo@2.0.0', 'kv@1.0.0']);
+  t.is((await c2.plugins.invoke({ module: 'echo@2.0.0', args: enc('back') })).moduleHash, echo.module!.hash);
+  t.is(readU32((await c2.plugins.invoke({ module: 'kv' })).result.value as Uint8Array), 4, 'the counter continued from 3');
+});
+
+test('TLS: with cert and key configured the service speaks only TLS', async (t) => {
+  const dir = tempDir(t);
+  const cert = join(dir, 'cert.pem');
+  const key = join(dir, 'key.pem');
+  const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
+    '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert], { encoding: 'utf8' });
+  t.is(made.status, 0, made.stderr);
+  const host = await startPlughost(t, { tls: { certFile: cert, keyFile: key } });
+  const c = clients(t, host.address, host.createdAdminToken, { ca: readFileSync(cert, 'utf8') });
+  await pushFixture(c, 'echo');
+  t.is(dec((await c.plugins.invoke({ module: 'echo', args: enc('secure') })).result.value as Uint8Array), 'secure');
+  const plain = clients(t, host.address, host.createdAdminToken);
+  await t.throwsAsync(plain.modules.listModules({}));
+  await t.throwsAsync(Plughost.start({ listen: '127.0.0.1:0', dataDir: tempDir(t), tls: { certFile: join(dir, 'missing.pem'), keyFile: key } }), { message: /tls.certFile/ });
+});
+
+test('configuration errors name the key', async (t) => {
+  const e = await t.throwsAsync(Plughost.start({ listen: 'nowhere', workers: 0, stream: { defaultWindow: 5, maxWindow: 2 } } as never));
+  t.regex(e!.message, /listen: must be host:port/);
+  t.regex(e!.message, /workers:/);
+  await t.throwsAsync(Plughost.start({ bogus: 1 } as never), { message: /bogus/ });
+  await t.throwsAsync(Plughost.start({ stream: { defaultWindow: 5, maxWindow: 2 } }), { message: /stream.defaultWindow/ });
 });

@@ -152,8 +152,9 @@ export class Runtime {
     else this.drop(c, e instanceof WorkerLostError ? 'other' : 'trap');
   }
 
-  private deadlineOf(ctx: InvocationContext): number {
-    return ctx.deadline ?? Date.now() + this.host.acquireTimeoutMs;
+  /** The caller's deadline; without one, only the module's time limit bounds a call. */
+  private deadlineOf(ctx: Pick<InvocationContext, 'deadline'>): number {
+    return ctx.deadline ?? Infinity;
   }
 
   /** One request on a controller, bounded by the module's time limit and the caller's deadline. */
@@ -164,7 +165,7 @@ export class Runtime {
     return c.worker.request({ t: 'call', controllerId: c.id, fn, args, callId }, timeLimit, signal);
   }
 
-  /** Checks out a controller: a permit first (bounded by the deadline), then an idle or a new controller. */
+  /** Checks out a controller: a permit first (bounded by the deadline and acquireTimeoutMs), then an idle or a new controller. */
   async acquire(ctx: Pick<InvocationContext, 'signal'>, options: { deadline: number }): Promise<Controller> {
     if (this.closed) throw new PlughostError('UNAVAILABLE', 'the runtime is closing');
     await this.permit(options.deadline, ctx.signal);
@@ -214,7 +215,7 @@ export class Runtime {
 
   private async permit(deadline: number, signal?: AbortSignal): Promise<void> {
     if (signal?.aborted) throw new PlughostError('CANCELLED', 'the caller cancelled');
-    const waitMs = deadline - Date.now();
+    const waitMs = Math.min(deadline - Date.now(), this.host.acquireTimeoutMs);
     let settled = false;
     const acquired = this.sema.acquire();
     let timer: NodeJS.Timeout | undefined;
@@ -315,7 +316,7 @@ export class Runtime {
   private async introspect(ctx: Pick<InvocationContext, 'signal' | 'deadline'>): Promise<FunctionInfo[]> {
     const has = (e: PluginExport) => this.component.exports.has(e);
     if (!has('listFunctions')) return [];
-    const deadline = ctx.deadline ?? Date.now() + this.host.acquireTimeoutMs;
+    const deadline = this.deadlineOf(ctx);
     const c = await this.acquire(ctx, { deadline });
     try {
       const ask = async (fn: PluginExport, args: unknown[]): Promise<unknown> => {

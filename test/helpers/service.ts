@@ -22,9 +22,9 @@ export interface Clients {
 }
 
 /** Clients that send `token` (none: no authorization metadata), closed when the test ends. */
-export function clients(t: ExecutionContext, address: string, token?: string): Clients {
-  const baseUrl = `http://${address}`;
-  const sessionManager = new Http2SessionManager(baseUrl);
+export function clients(t: ExecutionContext, address: string, token?: string, tls?: { ca: string }): Clients {
+  const baseUrl = `${tls ? 'https' : 'http'}://${address}`;
+  const sessionManager = new Http2SessionManager(baseUrl, undefined, tls ? { ca: tls.ca } : undefined);
   t.teardown(() => sessionManager.abort());
   const auth: Interceptor = (next) => (req) => {
     if (token !== undefined) req.header.set('authorization', `Bearer ${token}`);
