@@ -11,7 +11,7 @@ import { compileComponent } from '../src/component/load.js';
 import { LmdbKvStore } from '../src/kv/lmdb-store.js';
 import { RuntimeManager } from '../src/runtime/manager.js';
 import type { InvocationContext } from '../src/runtime/context.js';
-import { fixture } from '../test/fixtures/build.js';
+import { fixture, withCustomSection } from '../test/fixtures/build.js';
 
 const quick = process.argv.includes('--quick');
 const json = process.argv.includes('--json');
@@ -69,7 +69,7 @@ const first: number[] = [];
 for (let i = 0; i < (quick ? 5 : 10); i++) {
   const t = performance.now();
   // a distinct custom section makes a distinct module hash without changing behaviour
-  const unique = await withCustomSection(await fixture('counter'), `bench-${i}-${Date.now()}`);
+  const unique = withCustomSection(await fixture('counter'), `bench-${i}-${Date.now()}`);
   const rt = await manager.load(unique);
   await rt.invoke(ctx, undefined, args);
   first.push(performance.now() - t);
@@ -81,7 +81,7 @@ globalThis.gc?.();
 const rssBefore = process.memoryUsage().rss;
 const many = quick ? 60 : 200;
 for (let i = 0; i < many; i++) {
-  const rt = await manager.load(await withCustomSection(echoBytes, `idle-${i}`));
+  const rt = await manager.load(withCustomSection(echoBytes, `idle-${i}`));
   await Promise.all([rt.invoke(ctx, undefined, args), rt.invoke(ctx, undefined, args)]);
 }
 const live = manager.stats().liveControllers;
@@ -133,12 +133,6 @@ rows.kv_durable_commit_us = grouped.commitUs;
 rows.kv_writes_per_sec_grouped = grouped.writesPerSec;
 rows.kv_writes_per_sec_per_call = perCall.writesPerSec;
 
-/** Appends a custom section: a new hash, the same behaviour. */
-async function withCustomSection(component: Uint8Array, name: string): Promise<Uint8Array> {
-  const n = new TextEncoder().encode(name);
-  const body = [n.length, ...n];
-  return new Uint8Array([...component, 0x00, body.length, ...body]);
-}
 
 const fmt = (v: number) => (v >= 100 ? v.toFixed(0) : v.toFixed(2));
 console.log(`plughost runtime bench (${quick ? 'quick' : 'full'}; ${ROUNDS} rounds, medians; node ${process.version})`);
