@@ -209,3 +209,12 @@ test.serial('close() drains calls in flight and leaves no worker behind', async 
   await sleep(20);
   t.is(process.getActiveResourcesInfo().filter((r) => r === 'MessagePort').length, before);
 });
+
+test.serial('the hash guest computes FNV-1a of its args (the benchmark\'s real-work guest)', async (t) => {
+  const m = await manager(t);
+  const rt = await m.load(await fixture('hash'));
+  const fnv1a = (b: Uint8Array) => b.reduce((h, x) => Math.imul(h ^ x, 0x01000193) >>> 0, 0x811c9dc5);
+  for (const input of [new Uint8Array(), new TextEncoder().encode('plughost'), new Uint8Array(4096).map((_, i) => i * 7)]) {
+    t.is(readU32(valueOf(await rt.invoke(ctx(), undefined, input))), fnv1a(input));
+  }
+});

@@ -18,7 +18,8 @@ export type ToWorker =
   | { t: 'unload'; moduleId: number }
   | { t: 'create'; seq: number; controllerId: number; moduleId: number; runInit: boolean }
   | { t: 'call'; seq: number; controllerId: number; fn: PluginExport; args: unknown[]; callId: number }
-  | { t: 'drop'; controllerId: number };
+  | { t: 'drop'; controllerId: number }
+  | { t: 'batch'; items: ToWorker[] };
 
 /** How a request ended in the worker. */
 export type FailureKind = 'guest' | 'trap' | 'memory' | 'init';

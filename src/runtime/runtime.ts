@@ -7,6 +7,7 @@ import type { CompiledComponent, PluginExport } from '../component/load.js';
 import { PlughostError, isPlughostError } from '../errors.js';
 import type { KvTransaction } from '../kv/types.js';
 import { lowerAccess, type InvocationContext } from './context.js';
+import { compactBytes } from './compact.js';
 import { Controller, type DropReason } from './controller.js';
 import type { ModuleLimits } from './options.js';
 import type { FailureKind } from './protocol.js';
@@ -60,7 +61,7 @@ export class Runtime {
   private readonly sema: Sema;
   private readonly idle: Controller[] = [];
   private readonly live = new Set<Controller>();
-  private readonly byWorker = new Map<WorkerHost, Controller>();
+  private readonly byWorker = new Map<WorkerHost, Set<Controller>>();
   private inUse = 0;
   /** Callers waiting for a permit (the semaphore also counts waiters that gave up). */
   private waiting = 0;
@@ -69,7 +70,7 @@ export class Runtime {
   private functions: Promise<FunctionInfo[]> | undefined;
   private closed = false;
   private readonly counters = { created: 0, reused: 0, evicted: 0, dropped: { trap: 0, timeout: 0, memory: 0, init: 0, other: 0 } };
-  /** Permits: a module can have at most one controller per worker. */
+  /** Permits: controllers in use at once (several may share a worker and queue there). */
   readonly poolSize: number;
 
   constructor(
@@ -82,7 +83,7 @@ export class Runtime {
     this.hash = component.hash;
     this.moduleId = moduleId;
     this.name = name;
-    this.poolSize = Math.min(limits.maxPoolSize, host.workers.length);
+    this.poolSize = limits.maxPoolSize;
     this.sema = new Sema(this.poolSize);
   }
 
@@ -118,7 +119,7 @@ export class Runtime {
         access = lowerAccess(access, (await this.isWriteable(controller, fn, deadline, ctx.signal)) ? 'write' : 'read');
       }
       call = this.host.beginCall(ctx, this, access);
-      const reply = await this.run(controller, 'invoke', [fn, args], deadline, ctx.signal, call.callId);
+      const reply = await this.run(controller, 'invoke', [fn, compactBytes(args)], deadline, ctx.signal, call.callId);
       if (reply.t === 'done') {
         this.release(controller);
         await call.txn()?.commit();
@@ -206,7 +207,9 @@ export class Runtime {
 
   private forget(c: Controller, reason: DropReason | 'evicted'): void {
     this.live.delete(c);
-    if (this.byWorker.get(c.worker) === c) this.byWorker.delete(c.worker);
+    const onWorker = this.byWorker.get(c.worker);
+    onWorker?.delete(c);
+    if (onWorker?.size === 0) this.byWorker.delete(c.worker);
     if (reason === 'evicted') this.counters.evicted++;
     else this.counters.dropped[reason]++;
     if (!c.lost) c.worker.send({ t: 'drop', controllerId: c.id });
@@ -247,28 +250,30 @@ export class Runtime {
 
   /**
    * The most recently used idle controller whose worker is free. When every idle one sits
-   * on a busy worker (its call would queue behind another module's), a new controller on a
-   * free worker is better, if the pool has room for one.
+   * on a busy worker (its call would queue behind another), a new controller on a free
+   * worker is better, if the pool has room; otherwise the one on the least busy worker.
    */
   private takeIdle(): Controller | undefined {
+    let best = -1;
     for (let i = this.idle.length - 1; i >= 0; i--) {
-      const c = this.idle[i]!;
-      if (c.worker.load === 0) return this.idle.splice(i, 1)[0];
+      const load = this.idle[i]!.worker.load;
+      if (load === 0) return this.idle.splice(i, 1)[0];
+      if (best < 0 || load < this.idle[best]!.worker.load) best = i;
     }
     const roomForOneMore = this.live.size < this.poolSize;
-    if (roomForOneMore && this.host.workers.some((w) => w.alive && w.load === 0 && !this.byWorker.has(w))) return undefined;
-    return this.idle.pop();
+    if (roomForOneMore && this.host.workers.some((w) => w.alive && w.load === 0)) return undefined;
+    return best < 0 ? undefined : this.idle.splice(best, 1)[0];
   }
 
   private async create(deadline: number, signal?: AbortSignal): Promise<Controller> {
-    const worker = this.host.workers
-      .filter((w) => w.alive && !this.byWorker.has(w))
-      .sort((a, b) => a.load - b.load)[0];
-    if (!worker) throw new PlughostError('INTERNAL', 'no worker can host another controller of this module');
+    const worker = this.host.workers.filter((w) => w.alive).sort((a, b) => a.load - b.load)[0];
+    if (!worker) throw new PlughostError('UNAVAILABLE', 'no runtime worker is alive');
     this.host.reserveController(this);
     const c = new Controller(this.host.nextControllerId(), worker);
     this.live.add(c);
-    this.byWorker.set(worker, c);
+    let onWorker = this.byWorker.get(worker);
+    if (!onWorker) this.byWorker.set(worker, (onWorker = new Set()));
+    onWorker.add(c);
     if (!worker.loaded.has(this.moduleId)) {
       worker.send({ t: 'load', moduleId: this.moduleId, glue: this.component.glue, coreModules: this.component.coreModules, maxMemoryBytes: this.component.maxMemoryBytes });
       worker.loaded.add(this.moduleId);
@@ -349,14 +354,16 @@ export class Runtime {
 
   /** Its worker is gone: the instance with it. Checked-out ones are settled by their call. */
   workerLost(worker: WorkerHost): void {
-    const c = this.byWorker.get(worker);
-    if (!c) return;
-    c.lost = true;
+    const onWorker = this.byWorker.get(worker);
+    if (!onWorker) return;
     this.byWorker.delete(worker);
-    const i = this.idle.indexOf(c);
-    if (i >= 0) {
-      this.idle.splice(i, 1);
-      this.forget(c, 'other');
+    for (const c of onWorker) {
+      c.lost = true;
+      const i = this.idle.indexOf(c);
+      if (i >= 0) {
+        this.idle.splice(i, 1);
+        this.forget(c, 'other');
+      }
     }
   }
 

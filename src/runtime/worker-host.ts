@@ -1,8 +1,12 @@
 // The main-thread handle of one runtime worker. It owns the Worker and the bridge port,
-// dispatches one request at a time (so a timeout kills only the call that caused it, and
-// queued requests can be withdrawn), and answers the worker's synchronous host calls.
+// pipelines requests (everything asked in one event-loop turn goes in one message: on
+// these VMs a cross-thread wakeup costs more than a small call), times each request from
+// when it reaches the head of the worker's queue (so a timeout kills only the call that
+// caused it, and the requests behind it can be retried elsewhere), and answers the
+// worker's synchronous host calls.
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { PlughostError } from '../errors.js';
+import { compactDeep } from './compact.js';
 import type { BridgeReply, BridgeRequest, FromWorker, ToWorker, WorkerInit } from './protocol.js';
 
 type Request = Extract<ToWorker, { seq: number }>;
@@ -54,8 +58,11 @@ export class WorkerHost {
   private readonly worker: Worker;
   private readonly bridge: MessagePort;
   private readonly flag: Int32Array;
-  private readonly queue: Pending[] = [];
-  private inFlight: Pending | undefined;
+  /** Asked but not yet posted (posted together at the end of the turn, or once ready). */
+  private outbox: (Pending | Exclude<ToWorker, { seq: number }>)[] = [];
+  private flushScheduled = false;
+  /** Posted, in the worker's order: the head is running, the rest wait behind it. */
+  private readonly sent: Pending[] = [];
   private seq = 0;
   private state: 'starting' | 'ready' | 'dead' = 'starting';
   private exited: Promise<void>;
@@ -103,18 +110,22 @@ export class WorkerHost {
 
   /** Requests waiting or running on this worker. */
   get load(): number {
-    return this.queue.length + (this.inFlight ? 1 : 0);
+    let n = this.sent.length;
+    for (const m of this.outbox) if ('resolve' in m) n++;
+    return n;
   }
 
-  /** Fire-and-forget messages (load, unload, drop); the worker handles them in order. */
+  /** Fire-and-forget messages (load, unload, drop); the worker handles them in order with the requests. */
   send(message: Exclude<ToWorker, { seq: number }>): void {
-    if (this.state !== 'dead') this.worker.postMessage(message);
+    if (this.state === 'dead') return;
+    this.outbox.push(message);
+    this.scheduleFlush();
   }
 
   /**
-   * Runs one request. `timeoutMs` counts from when the worker starts it; past it the worker
-   * is terminated and the request fails with TIMEOUT. Aborting the signal withdraws a
-   * request that has not started yet.
+   * Runs one request. `timeoutMs` counts from when it reaches the head of the worker's
+   * queue; past it the worker is terminated and the request fails with TIMEOUT. Aborting
+   * the signal withdraws a request not yet posted.
    */
   request(body: RequestBody, timeoutMs: number, signal?: AbortSignal): Promise<Reply> {
     if (this.state === 'dead') return Promise.reject(new WorkerLostError(`worker ${this.id} is gone`));
@@ -123,58 +134,73 @@ export class WorkerHost {
       if (signal) {
         if (signal.aborted) return reject(new PlughostError('CANCELLED', 'cancelled before it started'));
         p.onAbort = () => {
-          const i = this.queue.indexOf(p);
+          const i = this.outbox.indexOf(p);
           if (i >= 0) {
-            this.queue.splice(i, 1);
+            this.outbox.splice(i, 1);
             reject(new PlughostError('CANCELLED', 'cancelled before it started'));
           }
         };
         signal.addEventListener('abort', p.onAbort, { once: true });
       }
-      this.queue.push(p);
-      this.pump();
+      this.outbox.push(p);
+      this.scheduleFlush();
     });
   }
 
-  private pump(): void {
-    if (this.inFlight || this.state !== 'ready') {
-      if (this.state === 'starting') this.ready.then(() => this.pump(), () => {});
-      return;
-    }
-    const next = this.queue.shift();
-    if (!next) return;
-    this.inFlight = next;
-    if (next.onAbort) next.signal!.removeEventListener('abort', next.onAbort);
-    next.timer = setTimeout(() => this.timeout(next), Math.max(1, next.timeoutMs));
-    this.worker.postMessage({ ...next.body, seq: next.seq } as ToWorker);
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    if (this.state === 'starting') this.ready.then(() => this.flush(), () => {});
+    else queueMicrotask(() => this.flush());
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    if (this.state !== 'ready' || this.outbox.length === 0) return;
+    const batch = this.outbox;
+    this.outbox = [];
+    const wasIdle = this.sent.length === 0;
+    const items: ToWorker[] = batch.map((m) => {
+      if (!('resolve' in m)) return m;
+      if (m.onAbort) m.signal!.removeEventListener('abort', m.onAbort);
+      this.sent.push(m);
+      return { ...m.body, seq: m.seq } as ToWorker;
+    });
+    this.worker.postMessage(items.length === 1 ? items[0] : { t: 'batch', items });
+    if (wasIdle) this.startHead();
+  }
+
+  private startHead(): void {
+    const head = this.sent[0];
+    if (head) head.timer = setTimeout(() => this.timeout(head), Math.max(1, head.timeoutMs));
   }
 
   private onReply(m: FromWorker): void {
     if (m.t === 'ready') return;
-    const p = this.inFlight;
+    const p = this.sent[0];
     if (!p || p.seq !== m.seq) return;
     clearTimeout(p.timer);
-    this.inFlight = undefined;
+    this.sent.shift();
     p.resolve(m);
-    this.pump();
+    this.startHead();
   }
 
   private timeout(p: Pending): void {
-    if (this.inFlight !== p) return;
-    this.inFlight = undefined;
+    if (this.sent[0] !== p) return;
+    this.sent.shift();
     p.reject(new PlughostError('TIMEOUT', `the call ran past its time limit of ${p.timeoutMs} ms and was stopped`));
-    this.lose('timeout');
+    this.lose('timeout', true);
     void this.worker.terminate();
   }
 
   /** Marks the worker dead once: fails what is queued (retryable) and what is running. */
-  private lose(reason: string): void {
+  private lose(reason: string, headSettled = false): void {
     if (this.state === 'dead') return;
     const wasClosing = this.closing;
     this.state = 'dead';
     this.bridge.close();
-    const running = this.inFlight;
-    this.inFlight = undefined;
+    // the head was running when the worker died, unless its timeout already answered for it
+    const running = headSettled ? undefined : this.sent.shift();
     if (running) {
       clearTimeout(running.timer);
       running.reject(
@@ -183,7 +209,11 @@ export class WorkerHost {
           : new PlughostError('TRAP', `the worker running the call died (${reason})`),
       );
     }
-    for (const p of this.queue.splice(0)) p.reject(new WorkerLostError(`worker ${this.id} was lost (${reason}) before the call started`));
+    const waiting = [...this.sent.splice(0), ...this.outbox.splice(0).filter((m): m is Pending => 'resolve' in m)];
+    for (const p of waiting) {
+      if (p.onAbort) p.signal!.removeEventListener('abort', p.onAbort);
+      p.reject(new WorkerLostError(`worker ${this.id} was lost (${reason}) before the call started`));
+    }
     if (!wasClosing) this.options.onLost(this, reason);
   }
 
@@ -205,7 +235,7 @@ export class WorkerHost {
     let reply: BridgeReply;
     try {
       const r = await this.options.handler.hostCall(m.callId, m.op, m.args);
-      reply = 'err' in r ? { seq: m.seq, err: r.err } : { seq: m.seq, ok: r.ok };
+      reply = 'err' in r ? { seq: m.seq, err: r.err } : { seq: m.seq, ok: compactDeep(r.ok) };
     } catch (e) {
       reply = { seq: m.seq, err: e instanceof PlughostError ? e.message : 'internal error in a host call' };
     }

@@ -1,7 +1,8 @@
 // @ts-check
-// A runtime worker: hosts controllers (jco instances) of many modules, at most one per
-// module, and runs one request at a time. Guest code runs only here, never on the thread
-// that serves gRPC: a guest that spins is stopped by terminating this worker.
+// A runtime worker: hosts controllers (jco instances) of many modules and runs its
+// requests one at a time, in the order the main thread sent them. Guest code runs only
+// here, never on the thread that serves gRPC: a guest that spins is stopped by
+// terminating this worker.
 import { parentPort, workerData } from 'node:worker_threads';
 import { createBridge } from './bridge.js';
 import { classifyFailure } from './classify.js';
@@ -61,6 +62,11 @@ function instantiate(moduleId) {
 /** @param {ToWorker} msg */
 function handle(msg) {
   switch (msg.t) {
+    case 'batch':
+      // each reply goes out as soon as its request is done, so the main thread's timer for
+      // the next one starts on time
+      for (const m of msg.items) handle(m);
+      return;
     case 'load':
       modules.set(msg.moduleId, { glue: msg.glue, coreModules: msg.coreModules, maxMemoryBytes: msg.maxMemoryBytes });
       return;
