@@ -218,6 +218,8 @@ export class Runtime {
 
   private async permit(deadline: number, signal?: AbortSignal): Promise<void> {
     if (signal?.aborted) throw new PlughostError('CANCELLED', 'the caller cancelled');
+    // the common case, a free permit: no timer, no race, no listener
+    if (this.sema.tryAcquire() !== undefined) return;
     const waitMs = Math.min(deadline - Date.now(), this.host.acquireTimeoutMs);
     let settled = false;
     const acquired = this.sema.acquire();
