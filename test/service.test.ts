@@ -5,7 +5,7 @@ import { Code, ConnectError } from '@connectrpc/connect';
 import { fixture, withCustomSection } from './fixtures/build.js';
 import { healthCheck, reflectionListServices } from './helpers/grpc-clients.js';
 import { readU32, u32 } from './helpers/runtime.js';
-import { clients, push, pushFixture, startPlughost } from './helpers/service.js';
+import { TEST_CONFIG, clients, push, pushFixture, startPlughost } from './helpers/service.js';
 import { hashOf } from '../src/component/load.js';
 import { Plughost } from '../src/service/plughost.js';
 import { tempDir } from './helpers/kv.js';
@@ -227,7 +227,7 @@ test('max message size: args at the configured limit pass, just past it are refu
 
 test('restart on the same data directory: modules, aliases, tokens and KV are all still there', async (t) => {
   const dataDir = tempDir(t);
-  const first = await Plughost.start({ listen: '127.0.0.1:0', dataDir, workers: 2 });
+  const first = await Plughost.start({ ...TEST_CONFIG, dataDir });
   const token = first.createdAdminToken!;
   t.truthy(token);
   const c1 = clients(t, first.address, token);
@@ -257,7 +257,7 @@ test('TLS: with cert and key configured the service speaks only TLS', async (t) 
   t.is(dec((await c.plugins.invoke({ module: 'echo', args: enc('secure') })).result.value as Uint8Array), 'secure');
   const plain = clients(t, host.address, host.createdAdminToken);
   await t.throwsAsync(plain.modules.listModules({}));
-  await t.throwsAsync(Plughost.start({ listen: '127.0.0.1:0', dataDir: tempDir(t), tls: { certFile: join(dir, 'missing.pem'), keyFile: key } }), { message: /tls.certFile/ });
+  await t.throwsAsync(Plughost.start({ ...TEST_CONFIG, dataDir: tempDir(t), tls: { certFile: join(dir, 'missing.pem'), keyFile: key } }), { message: /tls.certFile/ });
 });
 
 test('configuration errors name the key', async (t) => {

@@ -16,6 +16,17 @@ export interface RuntimeManagerOptions extends RuntimeOptionsInput {
   store?: KvStore;
   /** Where guest `log` calls go. */
   onGuestLog?(entry: { level: LogLevel; message: string; ctx: InvocationContext; module: string }): void;
+  /** Told what the runtime does, for metrics; each hook is optional and must not throw. */
+  observer?: RuntimeObserver;
+}
+
+export interface RuntimeObserver {
+  /** A module was compiled (transpiled and its core modules compiled). */
+  compiled?(seconds: number): void;
+  /** A guest called a KV host import (`kvGet`, `kvSet`, ...). */
+  kvOp?(op: string): void;
+  /** A call's KV writes became durable, `seconds` after the call asked to commit. */
+  kvCommitted?(seconds: number): void;
 }
 
 export interface LoadOptions {
@@ -116,7 +127,9 @@ export class RuntimeManager implements RuntimeHostServices, HostCallHandler {
     const limits = effectiveLimits(this.options.caps, options.limits);
     const p = (async () => {
       this.compilations++;
+      const t0 = performance.now();
       const component = await compileComponent(bytes, { maxMemoryBytes: limits.maxMemoryBytes });
+      this.settings.observer?.compiled?.((performance.now() - t0) / 1000);
       const runtime = new Runtime(component, limits, this.nextModule++, options.name ?? hash, this);
       this.runtimes.set(hash, runtime);
       return runtime;
@@ -127,6 +140,16 @@ export class RuntimeManager implements RuntimeHostServices, HostCallHandler {
     } finally {
       this.loading.delete(hash);
     }
+  }
+
+  /** Every Runtime loaded now. */
+  loaded(): IterableIterator<Runtime> {
+    return this.runtimes.values();
+  }
+
+  /** Called by a Runtime once a call's KV writes are durable. */
+  committed(seconds: number): void {
+    this.settings.observer?.kvCommitted?.(seconds);
   }
 
   get(hash: string): Runtime | undefined {
@@ -192,6 +215,7 @@ export class RuntimeManager implements RuntimeHostServices, HostCallHandler {
   async hostCall(callId: number, op: string, args: unknown[]): Promise<{ ok: unknown } | { err: string }> {
     const call = this.calls.get(callId);
     if (!call) return { err: `${op}: no call in progress` };
+    this.settings.observer?.kvOp?.(op);
     if (!KV_OPS.has(op)) return { err: `${op} is not available: this caller serves no ${op === 'sql' ? 'queries' : 'plugin calls'}` };
     const store = this.settings.store;
     if (!store) return { err: `${op}: this server has no KV store` };

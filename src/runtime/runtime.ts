@@ -43,6 +43,8 @@ export interface RuntimeHostServices {
   /** Registers a call so its worker's host calls find the context; returns the call id. */
   beginCall(ctx: InvocationContext, runtime: Runtime, access: InvocationContext['kvAccess']): { callId: number; txn(): KvTransaction | undefined };
   endCall(callId: number): void;
+  /** A call's KV writes are durable, `seconds` after it asked to commit (for metrics). */
+  committed(seconds: number): void;
   readonly acquireTimeoutMs: number;
 }
 
@@ -122,7 +124,12 @@ export class Runtime {
       const reply = await this.run(controller, 'invoke', [fn, compactBytes(args)], deadline, ctx.signal, call.callId);
       if (reply.t === 'done') {
         this.release(controller);
-        await call.txn()?.commit();
+        const txn = call.txn();
+        if (txn) {
+          const t0 = performance.now();
+          await txn.commit();
+          this.host.committed((performance.now() - t0) / 1000);
+        }
         return { ok: true, value: reply.value as Uint8Array };
       }
       call.txn()?.rollback();

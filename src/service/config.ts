@@ -54,6 +54,13 @@ export const configSchema = z.strictObject({
   }).default({ defaultWindow: 64, maxWindow: 1024 }),
   /** On SIGTERM/close: how long calls in flight may take to finish before they are cancelled. */
   shutdownGraceMs: int(0).default(10_000),
+  metrics: z.strictObject({
+    /** host:port of the Prometheus endpoint (GET /metrics); empty turns it off. */
+    listen: z.string().regex(/^(.+:\d+)?$/, 'must be host:port, or empty to turn metrics off').default('127.0.0.1:9464'),
+  }).default({ listen: '127.0.0.1:9464' }),
+  log: z.strictObject({
+    level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+  }).default({ level: 'info' }),
 });
 
 export type PlughostConfig = z.output<typeof configSchema>;

@@ -2,9 +2,12 @@
 // the caller may invoke it, check the function exists (when the module says which do),
 // build the per-call context, run it. Shared by Invoke and every item of a Stream.
 import type { Identity } from '../auth/identity.js';
-import { PlughostError } from '../errors.js';
+import { PlughostError, type ErrorCode } from '../errors.js';
 import type { ModuleRegistry } from '../registry/registry.js';
 import type { InvokeResult } from '../runtime/runtime.js';
+import type { Logger } from './logger.js';
+import type { Metrics } from './metrics.js';
+import { asPlughostError } from './status.js';
 
 export interface CallRequest {
   module: string;
@@ -16,11 +19,49 @@ export interface CallRequest {
   requestId?: string;
 }
 
-export class Invoker {
-  constructor(private readonly registry: ModuleRegistry) {}
+export interface InvokerObservers {
+  metrics?: Metrics;
+  logger?: Logger;
+}
 
+/** Failures that say something about the guest or the server, logged at warn; the rest are the caller's. */
+const GUEST_FAILURES = new Set<ErrorCode>(['TRAP', 'TIMEOUT', 'MEMORY_LIMIT', 'INIT_FAILED', 'POOL_EXHAUSTED', 'INTERNAL']);
+
+export class Invoker {
+  constructor(
+    private readonly registry: ModuleRegistry,
+    private readonly observers: InvokerObservers = {},
+  ) {}
+
+  /** One call, counted and timed by module, function and outcome, with one log line. */
   async invoke(identity: Identity, req: CallRequest): Promise<{ result: InvokeResult; hash: string }> {
+    const t0 = performance.now();
+    const labels = { module: '(unresolved)', function: (req.fn ?? '(default)').slice(0, 64) };
+    let outcome = 'INTERNAL';
+    try {
+      const r = await this.call(identity, req, labels);
+      outcome = r.result.ok ? 'ok' : 'guest_error';
+      return r;
+    } catch (e) {
+      const err = asPlughostError(e);
+      outcome = err.code;
+      const level = GUEST_FAILURES.has(err.code) ? (err.code === 'INTERNAL' ? 'error' : 'warn') : 'info';
+      this.observers.logger?.[level]({ reqId: req.requestId, subject: identity.subject, module: req.module, fn: req.fn, code: err.code, err: err.message }, 'call failed');
+      throw e;
+    } finally {
+      const seconds = (performance.now() - t0) / 1000;
+      const m = this.observers.metrics;
+      if (m) {
+        m.calls.inc({ ...labels, outcome });
+        m.latency.observe(labels, seconds);
+      }
+      this.observers.logger?.debug({ reqId: req.requestId, subject: identity.subject, module: req.module, fn: req.fn, outcome, ms: seconds * 1000 }, 'call');
+    }
+  }
+
+  private async call(identity: Identity, req: CallRequest, labels: { module: string; function: string }): Promise<{ result: InvokeResult; hash: string }> {
     const resolved = this.registry.resolve(req.module);
+    labels.module = resolved.name;
     if (!identity.mayInvoke(resolved.name)) {
       throw new PlughostError('PERMISSION_DENIED', `${identity.subject} may not invoke ${resolved.name} (its token allows ${identity.grant.modules.join(', ') || 'no modules'})`);
     }
@@ -28,6 +69,7 @@ export class Invoker {
     if (runtime.component.exports.has('listFunctions')) {
       const functions = await runtime.describe({ deadline: req.deadline, signal: req.signal });
       if (!functions.some((f) => f.name === req.fn)) {
+        labels.function = '(unknown)';
         const names = functions.map((f) => f.name ?? '(default)').join(', ');
         throw new PlughostError('NOT_FOUND', `${resolved.name} has no function ${req.fn ?? '(default)'}; it has: ${names}`);
       }

@@ -24,12 +24,15 @@ import { authenticate, requireAdmin } from './authenticate.js';
 import type { Inflight } from './inflight.js';
 import { functionInfo, limitsFromMessage, moduleInfo, poolState } from './convert.js';
 import { deadlineOf } from './invoker.js';
-import { toServiceError } from './status.js';
+import type { Logger } from './logger.js';
+import { requestIdOf } from './request-id.js';
+import { asPlughostError, toServiceError } from './status.js';
 
 export interface ModuleServiceDeps {
   tokens: TokenStore;
   registry: ModuleRegistry;
   inflight: Inflight;
+  logger: Logger;
 }
 
 /** Runs a unary handler body and answers with its result or its error's status. */
@@ -42,7 +45,7 @@ function unary<Req, Res>(inflight: Inflight, body: (call: ServerUnaryCall<Req, R
   };
 }
 
-export function moduleService({ tokens, registry, inflight }: ModuleServiceDeps): UntypedServiceImplementation {
+export function moduleService({ tokens, registry, inflight, logger }: ModuleServiceDeps): UntypedServiceImplementation {
   return {
     pushModule(call: ServerReadableStream<PushModuleRequest, PushModuleResponse>, callback: sendUnaryData<PushModuleResponse>) {
       let answered = false;
@@ -54,8 +57,12 @@ export function moduleService({ tokens, registry, inflight }: ModuleServiceDeps)
           callback(toServiceError(e));
         } else callback(null, r!);
       };
+      const reqId = requestIdOf(call.metadata);
+      let subject = '';
       try {
-        requireAdmin(authenticate(call.metadata, tokens), 'push modules');
+        const identity = authenticate(call.metadata, tokens);
+        subject = identity.subject;
+        requireAdmin(identity, 'push modules');
       } catch (e) {
         return answer(e);
       }
@@ -87,10 +94,14 @@ export function moduleService({ tokens, registry, inflight }: ModuleServiceDeps)
             { name: manifest.name, version: manifest.version, limits: limitsFromMessage(manifest.limits), expectedHash: manifest.expectedHash || undefined },
             bytes,
           );
+          logger.info({ reqId, subject, module: `${entry.name}@${entry.version}`, hash: entry.hash, bytes: entry.sizeBytes, created }, 'module pushed');
           return create(PushModuleResponseSchema, { module: moduleInfo(entry), created });
         })()).then(
           (r) => answer(undefined, r),
-          (e) => answer(e),
+          (e) => {
+            logger.info({ reqId, subject, module: manifest && `${manifest.name}@${manifest.version}`, err: asPlughostError(e).message }, 'push refused');
+            answer(e);
+          },
         );
       });
       call.on('error', (e) => answer(e));
@@ -114,8 +125,10 @@ export function moduleService({ tokens, registry, inflight }: ModuleServiceDeps)
     }),
 
     deleteModule: unary<DeleteModuleRequest, DeleteModuleResponse>(inflight, async (call) => {
-      requireAdmin(authenticate(call.metadata, tokens), 'delete modules');
+      const identity = authenticate(call.metadata, tokens);
+      requireAdmin(identity, 'delete modules');
       const { removedAliases, moduleRemoved } = await registry.delete(call.request.module);
+      logger.info({ reqId: requestIdOf(call.metadata), subject: identity.subject, module: call.request.module, removedAliases, moduleRemoved }, 'module deleted');
       return create(DeleteModuleResponseSchema, { removedAliases, moduleRemoved });
     }),
   };

@@ -8,19 +8,23 @@ import { file_plughost_v1_plugin, PluginService } from '../../gen/plughost/v1/pl
 import { ADMIN_GRANT, TokenStore } from '../auth/tokens.js';
 import { LmdbKvStore } from '../kv/lmdb-store.js';
 import { ModuleRegistry } from '../registry/registry.js';
-import { RuntimeManager, type RuntimeManagerOptions } from '../runtime/manager.js';
+import { RuntimeManager } from '../runtime/manager.js';
 import { parseConfig, type PlughostConfig, type PlughostConfigInput } from './config.js';
 import { Inflight } from './inflight.js';
 import { Invoker } from './invoker.js';
+import { createLogger, type Logger } from './logger.js';
+import { Metrics, serveMetrics } from './metrics.js';
 import { moduleService } from './module-service.js';
 import { pluginService } from './plugin-service.js';
 import { startServer, type RunningServer } from './server.js';
 import type { StreamSession } from './stream-session.js';
 
 export interface StartOptions {
-  /** Where guest `log` calls go (default: dropped). */
-  onGuestLog?: RuntimeManagerOptions['onGuestLog'];
+  /** Where log lines go (default: a pino logger on stdout at the config's log.level). */
+  logger?: Logger;
 }
+
+const GUEST_LOG_LEVEL = { trace: 'trace', debug: 'debug', info: 'info', warn: 'warn', error: 'error' } as const;
 
 export class Plughost {
   private closing: Promise<void> | undefined;
@@ -36,6 +40,10 @@ export class Plughost {
     private readonly inflight: Inflight,
     /** The admin token made on this start because there were none; shown once. */
     readonly createdAdminToken: string | undefined,
+    readonly metrics: Metrics,
+    /** Where Prometheus scrapes, when metrics are on. */
+    readonly metricsServer: { address: string; close(): Promise<void> } | undefined,
+    readonly logger: Logger,
   ) {}
 
   static async start(input: PlughostConfigInput | PlughostConfig, options: StartOptions = {}): Promise<Plughost> {
@@ -44,8 +52,11 @@ export class Plughost {
     mkdirSync(dataDir, { recursive: true });
     const tokens = new TokenStore(join(dataDir, 'tokens.json'));
     const createdAdminToken = tokens.size === 0 ? tokens.add(ADMIN_GRANT).token : undefined;
+    const logger = options.logger ?? createLogger(config.log.level);
+    const metrics = new Metrics();
     const store = new LmdbKvStore({ path: join(dataDir, 'kv'), commitMode: config.kv.commitMode, lockTimeoutMs: config.kv.lockTimeoutMs });
     let manager: RuntimeManager | undefined;
+    let metricsServer: Awaited<ReturnType<typeof serveMetrics>> | undefined;
     try {
       manager = await RuntimeManager.create({
         store,
@@ -56,24 +67,37 @@ export class Plughost {
         idleTimeoutMs: config.idleTimeoutMs,
         maxControllers: config.maxControllers,
         workerHeapMb: config.workerHeapMb,
-        onGuestLog: options.onGuestLog,
+        observer: metrics.observer,
+        onGuestLog: ({ level, message, ctx, module }) =>
+          logger[GUEST_LOG_LEVEL[level] ?? 'info']({ reqId: ctx.requestId, subject: ctx.subject, module, guest: true }, message),
       });
+      metrics.watch(manager);
       const registry = new ModuleRegistry({ dir: dataDir, manager, maxModuleBytes: config.maxModuleBytes });
       const sessions = new Set<StreamSession>();
       const inflight = new Inflight();
-      const invoker = new Invoker(registry);
+      const invoker = new Invoker(registry, { metrics, logger });
       const server = await startServer({
         listen: config.listen,
         tls: config.tls,
         ...config.grpc,
         services: [
           { desc: PluginService, impl: pluginService({ tokens, invoker, stream: config.stream, sessions, inflight }) },
-          { desc: ModuleService, impl: moduleService({ tokens, registry, inflight }) },
+          { desc: ModuleService, impl: moduleService({ tokens, registry, inflight, logger }) },
         ],
         files: [file_plughost_v1_plugin, file_plughost_v1_module],
       });
-      return new Plughost(config, server, manager, registry, tokens, store, sessions, inflight, createdAdminToken);
+      if (config.metrics.listen) {
+        try {
+          metricsServer = await serveMetrics(metrics, config.metrics.listen);
+        } catch (e) {
+          await server.close(0);
+          throw e;
+        }
+      }
+      logger.info({ address: server.address, metrics: metricsServer?.address, dataDir, workers: manager.workers.length }, 'plughost listening');
+      return new Plughost(config, server, manager, registry, tokens, store, sessions, inflight, createdAdminToken, metrics, metricsServer, logger);
     } catch (e) {
+      await metricsServer?.close();
       await manager?.close();
       await store.close();
       throw e;
@@ -93,8 +117,11 @@ export class Plughost {
     this.closing ??= (async () => {
       const drained = Promise.all([...[...this.sessions].map((s) => s.shutdown()), this.inflight.idle()]);
       await this.server.close(graceMs, drained);
+      await this.metricsServer?.close();
       await this.manager.close();
       await this.store.close();
+      this.logger.info('plughost stopped');
+      this.logger.flush();
     })();
     return this.closing;
   }

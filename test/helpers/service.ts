@@ -10,8 +10,11 @@ import type { PlughostConfigInput } from '../../src/service/config.js';
 import { fixture } from '../fixtures/build.js';
 import { tempDir } from './kv.js';
 
+/** What every test server shares: loopback, OS-picked ports, quiet logs. */
+export const TEST_CONFIG = { listen: '127.0.0.1:0', workers: 2, metrics: { listen: '127.0.0.1:0' }, log: { level: 'silent' } } as const satisfies PlughostConfigInput;
+
 export async function startPlughost(t: ExecutionContext, config: PlughostConfigInput = {}): Promise<Plughost> {
-  const host = await Plughost.start({ listen: '127.0.0.1:0', dataDir: tempDir(t), workers: 2, ...config });
+  const host = await Plughost.start({ ...TEST_CONFIG, dataDir: tempDir(t), ...config });
   t.teardown(() => host.close(2000));
   return host;
 }

@@ -1,0 +1,132 @@
+// Prometheus metrics (prom-client, in a registry of our own so that two services in one
+// process do not collide), served as text on their own HTTP listener. Counters of calls
+// are counted at the edge; pool and worker state is read from the runtime at scrape time.
+import { createServer, type Server } from 'node:http';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { PlughostError } from '../errors.js';
+import type { RuntimeManager, RuntimeObserver } from '../runtime/manager.js';
+import type { PoolStats } from '../runtime/runtime.js';
+
+const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly calls = new Counter({
+    name: 'plughost_calls_total',
+    help: 'Plugin calls (Invoke and Stream items) by module, function and outcome (ok, guest_error or an error code)',
+    labelNames: ['module', 'function', 'outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly latency = new Histogram({
+    name: 'plughost_call_duration_seconds',
+    help: 'Time from a call reaching plughost to its outcome, by module and function',
+    labelNames: ['module', 'function'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+  private readonly compileSeconds = new Histogram({
+    name: 'plughost_compile_duration_seconds',
+    help: 'Time to verify, transpile and compile one module',
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [this.registry],
+  });
+  private readonly kvOps = new Counter({ name: 'plughost_kv_operations_total', help: 'KV host calls made by guests, by operation', labelNames: ['op'] as const, registers: [this.registry] });
+  private readonly kvCommit = new Histogram({
+    name: 'plughost_kv_commit_duration_seconds',
+    help: 'Time for a call\'s KV writes to become durable (grouped commits)',
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+
+  /** The hooks the runtime calls. */
+  readonly observer: RuntimeObserver = {
+    compiled: (s) => this.compileSeconds.observe(s),
+    kvOp: (op) => this.kvOps.inc({ op }),
+    kvCommitted: (s) => this.kvCommit.observe(s),
+  };
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'plughost_' });
+  }
+
+  /** Gauges and counters read from the runtime when scraped. */
+  watch(manager: RuntimeManager): void {
+    // the labels of one module's series: its name and the start of its hash (versions differ)
+    const each = (set: (labels: { module: string; hash: string }, v: number) => void, read: (s: PoolStats) => number) => {
+      for (const r of manager.loaded()) set({ module: r.name, hash: r.hash.slice(7, 19) }, read(r.stats()));
+    };
+    const gauge = (name: string, help: string, read: (s: PoolStats) => number) =>
+      new Gauge({ name, help, labelNames: ['module', 'hash'] as const, registers: [this.registry], collect() {
+        this.reset();
+        each((l, v) => this.set(l, v), read);
+      } });
+    const counter = (name: string, help: string, read: (s: PoolStats) => number) =>
+      new Counter({ name, help, labelNames: ['module', 'hash'] as const, registers: [this.registry], collect() {
+        this.reset();
+        each((l, v) => this.inc(l, v), read);
+      } });
+    gauge('plughost_controllers_in_use', 'Controllers checked out for a call, by module', (s) => s.inUse);
+    gauge('plughost_controllers_idle', 'Idle controllers pooled for reuse, by module', (s) => s.idle);
+    gauge('plughost_semaphore_waiters', 'Calls waiting for a controller permit, by module', (s) => s.waiters);
+    counter('plughost_controllers_created_total', 'Controllers created, by module', (s) => s.created);
+    counter('plughost_controllers_evicted_total', 'Idle controllers evicted (idle time or the process-wide cap), by module', (s) => s.evicted);
+    new Counter({
+      name: 'plughost_controllers_dropped_total',
+      help: 'Controllers discarded, by module and reason (trap, timeout, memory, init, other)',
+      labelNames: ['module', 'hash', 'reason'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const r of manager.loaded()) {
+          for (const [reason, n] of Object.entries(r.stats().dropped)) this.inc({ module: r.name, hash: r.hash.slice(7, 19), reason }, n);
+        }
+      },
+    });
+    new Counter({
+      name: 'plughost_worker_restarts_total',
+      help: 'Runtime workers replaced after a timeout or a crash',
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc(manager.stats().workerRestarts);
+      },
+    });
+    new Gauge({
+      name: 'plughost_controllers_live',
+      help: 'Live controllers in the process (capped by maxControllers)',
+      registers: [this.registry],
+      collect() {
+        this.set(manager.stats().liveControllers);
+      },
+    });
+  }
+}
+
+
+/** Serves `GET /metrics` on `listen` (host:port); `close()` stops it. */
+export async function serveMetrics(metrics: Metrics, listen: string): Promise<{ address: string; close(): Promise<void> }> {
+  const server: Server = createServer((req, res) => {
+    if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: metrics are at GET /metrics\n');
+      return;
+    }
+    metrics.registry.metrics().then(
+      (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+      (e: unknown) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${String(e)}\n`),
+    );
+  });
+  const at = listen.lastIndexOf(':');
+  const host = listen.slice(0, at).replace(/^\[|\]$/g, '');
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (e) => reject(new PlughostError('UNAVAILABLE', `metrics cannot listen on ${listen}: ${e.message}`)));
+    server.listen(Number(listen.slice(at + 1)), host, () => resolve());
+  });
+  const port = (server.address() as { port: number }).port;
+  return {
+    address: `${listen.slice(0, at)}:${port}`,
+    close: () => new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    }),
+  };
+}
