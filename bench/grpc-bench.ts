@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { ModuleService } from '../gen/plughost/v1/module_pb.js';
 import { PluginService } from '../gen/plughost/v1/plugin_pb.js';
 import { fixture, withCustomSection } from '../test/fixtures/build.js';
-import type { LoadJob, LoadResult } from './load-client.js';
+import type { LoadJob, LoadResult } from '../src/cli/load.js';
 import { startServerProcess } from './servers.js';
 import { median } from './stats.js';
 

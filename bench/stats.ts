@@ -1,13 +1,5 @@
 // Small statistics shared by the benchmarks.
-export const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? s[Math.floor(s.length / 2)]! : NaN;
-};
-
-export const percentile = (xs: number[], p: number): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]! : NaN;
-};
+export { median, percentile } from '../src/util/stats.js';
 
 /** Mean µs per call of `n` sequential calls. */
 export async function perCallUs(n: number, run: () => Promise<unknown> | unknown): Promise<number> {

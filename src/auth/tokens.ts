@@ -2,7 +2,7 @@
 // is stored, so the file does not let anyone call the service; the token itself is shown
 // once, when it is created.
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { PlughostError } from '../errors.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 import { Identity, type Grant } from './identity.js';
@@ -14,20 +14,54 @@ interface StoredToken extends Grant {
 }
 
 const KV = new Set(['none', 'read', 'write']);
+const RELOAD_CHECK_MS = 1000;
 const sha256 = (token: string) => createHash('sha256').update(token).digest('hex');
 
 export class TokenStore {
   private tokens: StoredToken[];
   private byHash = new Map<string, Identity>();
 
+  /** The file's mtime when last read, and when it was last looked at. */
+  private mtimeMs = 0;
+  private checkedAt = 0;
+
   constructor(private readonly path: string) {
-    this.tokens = existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as { tokens: StoredToken[] }).tokens : [];
-    this.reindex();
+    this.tokens = [];
+    this.reload();
   }
 
   /** The identity a presented token grants, or undefined. */
   authenticate(token: string): Identity | undefined {
+    this.reloadIfChanged();
     return this.byHash.get(sha256(token));
+  }
+
+  /**
+   * `plughost tokens add|rm` edits the file while the server runs: look at its mtime at most
+   * once a second, so a new token works (and a removed one stops) within a second.
+   */
+  private reloadIfChanged(): void {
+    const now = Date.now();
+    if (now - this.checkedAt < RELOAD_CHECK_MS) return;
+    this.checkedAt = now;
+    let mtimeMs = 0;
+    try {
+      mtimeMs = statSync(this.path).mtimeMs;
+    } catch {
+      // no file (yet): keep what we have
+      return;
+    }
+    if (mtimeMs !== this.mtimeMs) this.reload();
+  }
+
+  private reload(): void {
+    if (existsSync(this.path)) {
+      this.mtimeMs = statSync(this.path).mtimeMs;
+      const parsed = JSON.parse(readFileSync(this.path, 'utf8')) as { tokens?: StoredToken[] };
+      if (!Array.isArray(parsed.tokens)) throw new PlughostError('INVALID_ARGUMENT', `${this.path} is not a plughost token file (no "tokens" list)`);
+      this.tokens = parsed.tokens;
+    }
+    this.reindex();
   }
 
   /** Adds a token; returns it in clear, the only time it is ever shown. */
@@ -35,6 +69,7 @@ export class TokenStore {
     if (!grant.subject) throw new PlughostError('INVALID_ARGUMENT', 'a token needs a subject');
     if (!grant.tenant) throw new PlughostError('INVALID_ARGUMENT', 'a token needs a tenant');
     if (!KV.has(grant.kv)) throw new PlughostError('INVALID_ARGUMENT', `kv access must be none, read or write, not ${JSON.stringify(grant.kv)}`);
+    this.reload(); // another process may have changed the file since
     const token = `ph_${randomBytes(24).toString('base64url')}`;
     const id = randomBytes(4).toString('hex');
     this.tokens.push({ ...grant, id, sha256: sha256(token), createdAt: Date.now() });
@@ -48,6 +83,7 @@ export class TokenStore {
   }
 
   remove(id: string): boolean {
+    this.reload();
     const before = this.tokens.length;
     this.tokens = this.tokens.filter((t) => t.id !== id);
     if (this.tokens.length === before) return false;
@@ -61,6 +97,7 @@ export class TokenStore {
 
   private save(): void {
     writeFileAtomic(this.path, JSON.stringify({ tokens: this.tokens }, null, 2), 0o600);
+    this.mtimeMs = statSync(this.path).mtimeMs;
     this.reindex();
   }
 

@@ -1,11 +1,11 @@
-// The load generator, a child process of the benchmark (so it never shares an event loop
-// with the server it measures). It takes one job at a time over IPC and answers with its
-// result. grpc-js client, one channel per job, every job bounded in time.
+// A bounded load against a plughost (or any server of PluginService): unary calls kept
+// `concurrency` in flight, or one Stream keeping `concurrency` items outstanding. Used by
+// `plughost bench` and by the benchmarks' load process. grpc-js client, one channel per run.
 import { Metadata, credentials, makeGenericClientConstructor, type Client, type ClientDuplexStream } from '@grpc/grpc-js';
 import { create } from '@bufbuild/protobuf';
-import { InvokeRequestSchema, PluginService, StreamRequestSchema, type InvokeRequest, type InvokeResponse, type StreamRequest, type StreamResponse } from '../gen/plughost/v1/plugin_pb.js';
-import { grpcServiceDefinition } from '../src/service/grpc-definition.js';
-import { percentile } from './stats.js';
+import { InvokeRequestSchema, PluginService, StreamRequestSchema, type InvokeRequest, type InvokeResponse, type StreamRequest, type StreamResponse } from '../../gen/plughost/v1/plugin_pb.js';
+import { grpcServiceDefinition } from '../service/grpc-definition.js';
+import { percentile } from '../util/stats.js';
 
 export interface LoadJob {
   address: string;
@@ -16,6 +16,9 @@ export interface LoadJob {
   seconds: number;
   bytes: number;
   module: string;
+  function?: string;
+  /** PEM of the CA to trust: TLS instead of plaintext. */
+  ca?: string;
 }
 
 export interface LoadResult {
@@ -32,7 +35,7 @@ type PluginClient = Client & { invoke: Unary; stream(md: Metadata): ClientDuplex
 const Ctor = makeGenericClientConstructor(grpcServiceDefinition(PluginService), 'PluginService');
 
 async function unary(client: PluginClient, md: Metadata, job: LoadJob, args: Uint8Array, latencies: number[]): Promise<{ ops: number; errors: number }> {
-  const request = create(InvokeRequestSchema, { module: job.module, args });
+  const request = create(InvokeRequestSchema, { module: job.module, function: job.function, args });
   const end = performance.now() + job.seconds * 1000;
   let ops = 0;
   let errors = 0;
@@ -79,13 +82,14 @@ function stream(client: PluginClient, md: Metadata, job: LoadJob, args: Uint8Arr
     call.on('drain', fill);
     call.on('end', () => resolve({ ops, errors }));
     call.on('error', reject);
-    call.write(create(StreamRequestSchema, { kind: { case: 'options', value: { module: job.module, window: Math.min(job.concurrency, 1024) } } }));
+    call.write(create(StreamRequestSchema, { kind: { case: 'options', value: { module: job.module, function: job.function, window: Math.min(job.concurrency, 1024) } } }));
     fill();
   });
 }
 
 export async function runLoad(job: LoadJob): Promise<LoadResult> {
-  const client = new Ctor(job.address, credentials.createInsecure(), { 'grpc.max_receive_message_length': 64 << 20 }) as unknown as PluginClient;
+  const creds = job.ca ? credentials.createSsl(Buffer.from(job.ca)) : credentials.createInsecure();
+  const client = new Ctor(job.address, creds, { 'grpc.max_receive_message_length': 64 << 20 }) as unknown as PluginClient;
   const md = new Metadata();
   md.set('authorization', `Bearer ${job.token}`);
   const args = new Uint8Array(job.bytes).map((_, i) => i & 0xff);
@@ -98,14 +102,4 @@ export async function runLoad(job: LoadJob): Promise<LoadResult> {
   } finally {
     client.close();
   }
-}
-
-if (process.send) {
-  process.on('message', (job: LoadJob) => {
-    runLoad(job).then(
-      (result) => process.send!({ result }),
-      (e: unknown) => process.send!({ error: e instanceof Error ? e.message : String(e) }),
-    );
-  });
-  process.on('disconnect', () => process.exit(0));
 }
