@@ -1,0 +1,206 @@
+// text: string similarity and a per-word counter kept in plughost's KV, in AssemblyScript.
+// The canonical ABI is written by hand (see ../README.md): each export takes and returns
+// pointers into linear memory, and the host frees nothing of ours.
+//
+// Functions (args and results are UTF-8 text):
+//   similarity   "a\nb" -> Levenshtein similarity of the two lines, 0..1, e.g. "0.571"
+//   distance     "a\nb" -> Levenshtein edit distance, e.g. "3"
+//   count        "word" -> adds one to that word's counter in KV, returns the new count
+//   peek         "word" -> the word's count without changing it (read-only KV)
+
+// ---- host imports: plughost:plugin/host@0.1.0 ----
+@external("plughost:plugin/host@0.1.0", "kv-get")
+declare function hostKvGet(keyPtr: usize, keyLen: usize, ret: usize): void;
+@external("plughost:plugin/host@0.1.0", "kv-set")
+declare function hostKvSet(keyPtr: usize, keyLen: usize, valPtr: usize, valLen: usize, ret: usize): void;
+
+// ---- return areas: one for exports, one for imports (a call never nests them) ----
+const RET = memory.data(16);
+const IRET = memory.data(16);
+
+/** Copies a string's UTF-8 bytes to unmanaged memory (freed in the post-return export). */
+function utf8(s: string): usize {
+  const b = String.UTF8.encode(s);
+  const p = heap.alloc(b.byteLength);
+  memory.copy(p, changetype<usize>(b), b.byteLength);
+  lastLen = b.byteLength;
+  return p;
+}
+let lastLen: usize = 0;
+
+/** result<list<u8>, string> / result<string, string>: tag, ptr, len. */
+function ok(s: string): usize {
+  const p = utf8(s);
+  store<u8>(RET, 0); store<u32>(RET, <u32>p, 4); store<u32>(RET, <u32>lastLen, 8);
+  return RET;
+}
+function err(s: string): usize {
+  const p = utf8(s);
+  store<u8>(RET, 1); store<u32>(RET, <u32>p, 4); store<u32>(RET, <u32>lastLen, 8);
+  return RET;
+}
+
+/** The guest's allocator, which the host calls to pass arguments in. */
+export function cabi_realloc(old: usize, oldSize: usize, align: usize, newSize: usize): usize {
+  return old ? heap.realloc(old, newSize) : heap.alloc(newSize);
+}
+
+// ---- the functions ----
+function levenshtein(a: string, b: string): i32 {
+  const n = b.length;
+  let prev = new Array<i32>(n + 1);
+  let cur = new Array<i32>(n + 1);
+  for (let j = 0; j <= n; j++) prev[j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    cur[0] = i;
+    for (let j = 1; j <= n; j++) {
+      const cost = a.charCodeAt(i - 1) == b.charCodeAt(j - 1) ? 0 : 1;
+      cur[j] = min(min(prev[j] + 1, cur[j - 1] + 1), prev[j - 1] + cost);
+    }
+    const t = prev; prev = cur; cur = t;
+  }
+  return prev[n];
+}
+
+function twoLines(args: string): string[] | null {
+  const i = args.indexOf("\n");
+  if (i < 0) return null;
+  return [args.substring(0, i), args.substring(i + 1)];
+}
+
+function fixed3(x: f64): string {
+  const k = <i32>Math.round(x * 1000);
+  const frac = (k % 1000).toString();
+  return (k / 1000).toString() + "." + "000".substring(frac.length) + frac;
+}
+
+/** The word's count in KV (0 when absent), or -1 with the host's message in `kvError`. */
+let kvError: string = "";
+function readCount(key: string): i64 {
+  const k = utf8(key);
+  const kl = lastLen;
+  hostKvGet(k, kl, IRET);
+  heap.free(k);
+  if (load<u8>(IRET)) {
+    kvError = String.UTF8.decodeUnsafe(load<u32>(IRET, 4), load<u32>(IRET, 8));
+    return -1;
+  }
+  if (!load<u8>(IRET, 4)) return 0;
+  const p = <usize>load<u32>(IRET, 8);
+  const n = I64.parseInt(String.UTF8.decodeUnsafe(p, load<u32>(IRET, 12)));
+  heap.free(p);
+  return n;
+}
+
+function invokeText(fn: string, args: string): usize {
+  if (fn == "similarity" || fn == "distance") {
+    const lines = twoLines(args);
+    if (lines == null) return err(fn + " takes two lines of text: a, a newline, then b");
+    const a = lines[0], b = lines[1];
+    const d = levenshtein(a, b);
+    if (fn == "distance") return ok(d.toString());
+    const longest = max(a.length, b.length);
+    return ok(fixed3(longest == 0 ? 1.0 : 1.0 - <f64>d / <f64>longest));
+  }
+  if (fn == "count" || fn == "peek") {
+    if (args.length == 0) return err(fn + " takes a word");
+    const key = "word/" + args;
+    const n = readCount(key);
+    if (n < 0) return err(kvError);
+    if (fn == "peek") return ok(n.toString());
+    const next = (n + 1).toString();
+    const k = utf8(key);
+    const kl = lastLen;
+    const v = utf8(next);
+    hostKvSet(k, kl, v, lastLen, IRET);
+    heap.free(k);
+    heap.free(v);
+    if (load<u8>(IRET)) return err(String.UTF8.decodeUnsafe(load<u32>(IRET, 4), load<u32>(IRET, 8)));
+    return ok(next);
+  }
+  return err("no function " + fn + "; try similarity, distance, count or peek");
+}
+
+export function invoke(hasName: i32, namePtr: usize, nameLen: usize, argsPtr: usize, argsLen: usize): usize {
+  const fn = hasName ? String.UTF8.decodeUnsafe(namePtr, nameLen) : "similarity";
+  const args = String.UTF8.decodeUnsafe(argsPtr, argsLen);
+  if (hasName) heap.free(namePtr);
+  if (argsLen) heap.free(argsPtr);
+  return invokeText(fn, args);
+}
+export function cabi_post_invoke(ret: usize): void {
+  heap.free(<usize>load<u32>(ret, 4));
+}
+
+// ---- introspection: what `plughost describe` shows ----
+const NAMES: string[] = ["similarity", "distance", "count", "peek"];
+const COMMENTS: string[] = [
+  "Levenshtein similarity of two lines of text (1 - distance / longer length), as text with 3 decimals",
+  "Levenshtein edit distance between two lines of text",
+  "adds one to a word's counter, kept per tenant in plughost's KV",
+  "a word's counter, without changing it",
+];
+
+function indexOfName(hasName: i32, namePtr: usize, nameLen: usize): i32 {
+  if (!hasName) return 0; // the default function is similarity
+  const n = String.UTF8.decodeUnsafe(namePtr, nameLen);
+  heap.free(namePtr);
+  return NAMES.indexOf(n);
+}
+
+/** list<option<string>>: 12 bytes an element (tag, ptr, len); "none" is the default function. */
+export function list_functions(): usize {
+  const table = heap.alloc(12 * (NAMES.length + 1));
+  store<u8>(table, 0);
+  for (let i = 0; i < NAMES.length; i++) {
+    const e = table + 12 * (i + 1);
+    const p = utf8(NAMES[i]);
+    store<u8>(e, 1); store<u32>(e, <u32>p, 4); store<u32>(e, <u32>lastLen, 8);
+  }
+  store<u32>(RET, <u32>table); store<u32>(RET, NAMES.length + 1, 4);
+  return RET;
+}
+
+/** result<list<tuple<string, string>>, string>: 16 bytes a tuple. */
+export function function_args(hasName: i32, namePtr: usize, nameLen: usize): usize {
+  const i = indexOfName(hasName, namePtr, nameLen);
+  if (i < 0) return err("no such function");
+  const two = i < 2;
+  const list = heap.alloc(two ? 32 : 16);
+  const pairs: string[] = two ? ["a", "string (first line)", "b", "string (second line)"] : ["word", "string"];
+  for (let k = 0; k < pairs.length; k++) {
+    const p = utf8(pairs[k]);
+    store<u32>(list + 8 * k, <u32>p); store<u32>(list + 8 * k + 4, <u32>lastLen);
+  }
+  store<u8>(RET, 0); store<u32>(RET, <u32>list, 4); store<u32>(RET, two ? 2 : 1, 8);
+  return RET;
+}
+
+export function function_returns(hasName: i32, namePtr: usize, nameLen: usize): usize {
+  const i = indexOfName(hasName, namePtr, nameLen);
+  if (i < 0) return err("no such function");
+  return ok(i == 0 ? "decimal text 0..1" : "decimal text");
+}
+
+/** result<bool, string>: only count writes KV; peek gets read-only KV. */
+export function function_writeable(hasName: i32, namePtr: usize, nameLen: usize): usize {
+  const i = indexOfName(hasName, namePtr, nameLen);
+  if (i < 0) return err("no such function");
+  store<u8>(RET, 0); store<u8>(RET, i == 2 ? 1 : 0, 4);
+  return RET;
+}
+
+/** result<option<string>, string>: tag, option tag at 4, ptr at 8, len at 12. */
+export function function_comment(hasName: i32, namePtr: usize, nameLen: usize): usize {
+  const i = indexOfName(hasName, namePtr, nameLen);
+  if (i < 0) return err("no such function");
+  const p = utf8(COMMENTS[i]);
+  store<u8>(RET, 0); store<u8>(RET, 1, 4); store<u32>(RET, <u32>p, 8); store<u32>(RET, <u32>lastLen, 12);
+  return RET;
+}
+
+/** result<_, string>: runs once per new controller, before its first call; nothing to set up here. */
+export function init(): usize {
+  store<u8>(RET, 0);
+  return RET;
+}
