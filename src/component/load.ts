@@ -69,7 +69,10 @@ export function prepareGlue(source: string): string {
     .replace(/^export const _util\b/m, 'const _util')
     .replace(/import\.meta\.url/g, '"file:///plughost/"')
     // every entry and exit reads process.env.JCO_DEBUG: measured to halve import-heavy calls
-    .replace('if (!globalThis?.process?.env?.JCO_DEBUG) { return; }', 'return;');
+    .replace('if (!globalThis?.process?.env?.JCO_DEBUG) { return; }', 'return;')
+    // jco lifts a list<u8> with ArrayBuffer.slice, which clamps a pointer out of bounds to
+    // an empty list; the canonical ABI says trap. A view throws RangeError out of bounds.
+    .replace(/new Uint8Array\((memory\d+)\.buffer\.slice\((\w+), \2 \+ (\w+) \* 1\)\)/g, 'new Uint8Array($1.buffer, $2, $3).slice()');
   if (/^\s*(?:import|export)\s/m.test(body)) throw new PlughostError('INTERNAL', 'jco glue has ESM syntax plughost does not know how to rewrite');
   return `${body}\nreturn { instantiate };`;
 }
