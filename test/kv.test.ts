@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { fixture } from './fixtures/build.js';
 import { ctx, manager, none, readU32, valueOf } from './helpers/runtime.js';
-import { lmdbStore, tempDir } from './helpers/kv.js';
+import { lmdbStore, tempDir, kvSetArgs } from './helpers/kv.js';
 import { LmdbKvStore } from '../src/kv/lmdb-store.js';
 import { DEFAULT_KV_LIMITS } from '../src/runtime/options.js';
 import { isPlughostError } from '../src/errors.js';
@@ -12,16 +12,7 @@ import { countResult, entriesResult, entryList, keyList, keyRange, keysResult, u
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
-/** args of the kv guest's `set`: u32 key length, key, value */
-function setArgs(key: string, value: string): Uint8Array {
-  const k = enc(key);
-  const v = enc(value);
-  const out = new Uint8Array(4 + k.length + v.length);
-  new DataView(out.buffer).setUint32(0, k.length, true);
-  out.set(k, 4);
-  out.set(v, 4 + k.length);
-  return out;
-}
+const setArgs = kvSetArgs;
 
 async function kvRuntime(t: Parameters<typeof manager>[0], options: Parameters<typeof manager>[1] = {}) {
   const store = lmdbStore(t);

@@ -38,7 +38,10 @@ export interface ModuleServiceDeps {
 /** Runs a unary handler body and answers with its result or its error's status. */
 function unary<Req, Res>(inflight: Inflight, body: (call: ServerUnaryCall<Req, Res>) => Promise<Res>) {
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
-    inflight.track(body(call)).then(
+    inflight.track((async () => {
+      inflight.admit();
+      return body(call);
+    })()).then(
       (r) => callback(null, r),
       (e) => callback(toServiceError(e)),
     );
@@ -60,6 +63,7 @@ export function moduleService({ tokens, registry, inflight, logger }: ModuleServ
       const reqId = requestIdOf(call.metadata);
       let subject = '';
       try {
+        inflight.admit();
         const identity = authenticate(call.metadata, tokens);
         subject = identity.subject;
         requireAdmin(identity, 'push modules');

@@ -104,6 +104,11 @@ export class Plughost {
     }
   }
 
+  /** Streams open now (for operators and tests: each holds a window of calls at most). */
+  get openStreams(): number {
+    return this.sessions.size;
+  }
+
   get address(): string {
     return this.server.address;
   }
@@ -115,6 +120,7 @@ export class Plughost {
    */
   close(graceMs = this.config.shutdownGraceMs): Promise<void> {
     this.closing ??= (async () => {
+      this.inflight.drain();
       const drained = Promise.all([...[...this.sessions].map((s) => s.shutdown()), this.inflight.idle()]);
       await this.server.close(graceMs, drained);
       await this.metricsServer?.close();

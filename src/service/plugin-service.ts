@@ -26,6 +26,7 @@ export function pluginService(deps: PluginServiceDeps): UntypedServiceImplementa
       const abort = new AbortController();
       call.once('cancelled', () => abort.abort());
       deps.inflight.track((async () => {
+        deps.inflight.admit();
         const identity = authenticate(call.metadata, deps.tokens);
         const { result, hash } = await deps.invoker.invoke(identity, {
           module: call.request.module,
@@ -48,6 +49,7 @@ export function pluginService(deps: PluginServiceDeps): UntypedServiceImplementa
     stream(call: ServerDuplexStream<StreamRequest, StreamResponse>) {
       let session: StreamSession;
       try {
+        deps.inflight.admit();
         session = new StreamSession(call, authenticate(call.metadata, deps.tokens), deps.invoker, deps.stream, requestIdOf(call.metadata));
       } catch (e) {
         call.emit('error', toServiceError(e));

@@ -27,9 +27,9 @@ export interface RunningServer {
   readonly port: number;
   readonly address: string;
   /**
-   * Graceful shutdown: every service goes NOT_SERVING and no new call is taken; once
-   * `drained` settles (the owner's calls and streams are finished) or `graceMs` passes,
-   * whatever is left is cancelled and the listener closes.
+   * Graceful shutdown: every service goes NOT_SERVING; once `drained` settles (the owner,
+   * which refuses new calls meanwhile, has finished its calls and streams) or `graceMs`
+   * passes, the listener closes and whatever is left is cancelled.
    */
   close(graceMs: number, drained?: Promise<unknown>): Promise<void>;
 }
@@ -77,8 +77,12 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         const until = Date.now() + graceMs;
         const timers: NodeJS.Timeout[] = [];
         const after = (ms: number) => new Promise<void>((resolve) => timers.push(setTimeout(resolve, Math.max(0, ms))));
+        // the owner refuses new calls (UNAVAILABLE) while its calls drain, over connections
+        // that stay open until then (a GOAWAY now would make clients' late streams be refused at the HTTP/2
+        // level, and enough of those make Node end the whole session, calls in flight too)
+        if (drained) await Promise.race([Promise.allSettled([drained]), after(graceMs)]);
         const shutDown = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
-        await Promise.race([drained ? Promise.allSettled([drained]) : shutDown, after(graceMs)]);
+        if (!drained) await Promise.race([shutDown, after(graceMs)]);
         // the last answers are handed to grpc-js but may not be on the wire yet: give them a
         // moment; what then remains are streams whose clients have not closed their side
         await Promise.race([shutDown, after(Math.min(FLUSH_MS, until - Date.now()))]);

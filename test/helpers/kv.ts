@@ -17,3 +17,14 @@ export function lmdbStore(t: ExecutionContext, options: Partial<LmdbKvStoreOptio
   t.teardown(() => store.close());
   return store;
 }
+
+/** Args of the kv guest's `set`: u32 key length (LE), the key, the value. */
+export function kvSetArgs(key: string, value: string): Uint8Array {
+  const k = new TextEncoder().encode(key);
+  const v = new TextEncoder().encode(value);
+  const out = new Uint8Array(4 + k.length + v.length);
+  new DataView(out.buffer).setUint32(0, k.length, true);
+  out.set(k, 4);
+  out.set(v, 4 + k.length);
+  return out;
+}
