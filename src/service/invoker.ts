@@ -55,7 +55,9 @@ export class Invoker {
         m.calls.inc({ ...labels, outcome });
         m.latency.observe(labels, seconds);
       }
-      this.observers.logger?.debug({ reqId: req.requestId, subject: identity.subject, module: req.module, fn: req.fn, outcome, ms: seconds * 1000 }, 'call');
+      // the hot path: build the line only when someone reads debug lines
+      const logger = this.observers.logger;
+      if (logger?.isLevelEnabled('debug')) logger.debug({ reqId: req.requestId, subject: identity.subject, module: req.module, fn: req.fn, outcome, ms: seconds * 1000 }, 'call');
     }
   }
 
