@@ -215,8 +215,8 @@ export class RuntimeManager implements RuntimeHostServices, HostCallHandler {
   async hostCall(callId: number, op: string, args: unknown[]): Promise<{ ok: unknown } | { err: string }> {
     const call = this.calls.get(callId);
     if (!call) return { err: `${op}: no call in progress` };
-    this.settings.observer?.kvOp?.(op);
     if (!KV_OPS.has(op)) return { err: `${op} is not available: this caller serves no ${op === 'sql' ? 'queries' : 'plugin calls'}` };
+    this.settings.observer?.kvOp?.(op);
     const store = this.settings.store;
     if (!store) return { err: `${op}: this server has no KV store` };
     if (call.access === 'none') return { err: `${op}: KV access denied: the caller has no KV permission` };

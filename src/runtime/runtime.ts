@@ -104,24 +104,32 @@ export class Runtime {
   /** Calls `invoke` once: acquire -> call -> release (or drop), in one KV transaction. */
   invoke(ctx: InvocationContext, fn: string | undefined, args: Uint8Array): Promise<InvokeResult> {
     if (this.closed) return Promise.reject(new PlughostError('UNAVAILABLE', 'the runtime is closing'));
-    const p = this.invokeOnce(ctx, fn, args, Math.min(this.deadlineOf(ctx), Date.now() + this.host.acquireTimeoutMs));
+    const p = this.invokeRetrying(ctx, fn, args);
     this.inflight.add(p);
     const forget = () => this.inflight.delete(p);
     p.then(forget, forget);
     return p;
   }
 
-  /** `retryUntil`: epoch ms until which a call that never started is tried again. */
-  private async invokeOnce(ctx: InvocationContext, fn: string | undefined, args: Uint8Array, retryUntil: number): Promise<InvokeResult> {
-    const deadline = this.deadlineOf(ctx);
-    let controller: Controller;
-    try {
-      controller = await this.acquire(ctx, { deadline });
-    } catch (e) {
-      // a new controller's worker was lost while it started: nothing of the call ran
-      if (e instanceof WorkerLostError && Date.now() < retryUntil) return this.invokeOnce(ctx, fn, args, retryUntil);
-      throw e;
+  /**
+   * A call whose worker was lost before it started (another call's timeout killed it, while
+   * this one queued or while its new controller started) ran nothing of itself: run it
+   * again, on a new controller, until its deadline or acquireTimeoutMs.
+   */
+  private async invokeRetrying(ctx: InvocationContext, fn: string | undefined, args: Uint8Array): Promise<InvokeResult> {
+    const retryUntil = Math.min(this.deadlineOf(ctx), Date.now() + this.host.acquireTimeoutMs);
+    for (;;) {
+      try {
+        return await this.invokeOnce(ctx, fn, args);
+      } catch (e) {
+        if (!(e instanceof WorkerLostError) || Date.now() >= retryUntil) throw e;
+      }
     }
+  }
+
+  private async invokeOnce(ctx: InvocationContext, fn: string | undefined, args: Uint8Array): Promise<InvokeResult> {
+    const deadline = this.deadlineOf(ctx);
+    const controller = await this.acquire(ctx, { deadline });
     let access = ctx.kvAccess;
     let call: ReturnType<RuntimeHostServices['beginCall']> | undefined;
     try {
@@ -151,9 +159,6 @@ export class Runtime {
     } catch (e) {
       call?.txn()?.rollback();
       this.settleAfterError(controller, e);
-      // the request never started because its worker died under another call (a timeout):
-      // nothing of it ran, so run it again, on a new controller, within the same deadline
-      if (e instanceof WorkerLostError && Date.now() < retryUntil) return this.invokeOnce(ctx, fn, args, retryUntil);
       throw e;
     } finally {
       if (call) this.host.endCall(call.callId);
