@@ -114,6 +114,22 @@ test.serial('an infinite loop times out within its limit + 100 ms while other mo
   t.is(m.stats().workers, 2, 'a spare took the stopped worker\'s place');
 });
 
+test.serial('calls are not queued behind a call that has run long while another worker can take them', async (t) => {
+  const m = await manager(t, { caps: { maxExecutionMs: 3000 } });
+  const faults = await m.load(await fixture('faults'));
+  const echo = await m.load(await fixture('echo'));
+  let looping = true;
+  const loop = faults.invoke(ctx(), 'loop', none).finally(() => (looping = false));
+  const until = Date.now() + 5000;
+  while (!m.workers.some((w) => w.stalled) && Date.now() < until) await sleep(5);
+  t.true(m.workers.some((w) => w.stalled), 'the loop is running');
+  // a burst, so that both workers have a queue when the later calls pick one
+  const results = await Promise.all(Array.from({ length: 32 }, (_, i) => echo.invoke(ctx(), undefined, u32(i))));
+  t.deepEqual(results.map((r) => readU32(valueOf(r))), Array.from({ length: 32 }, (_, i) => i));
+  t.true(looping, 'every echo call was answered while the loop still ran, none waited behind it');
+  t.true(isPlughostError(await t.throwsAsync(loop), 'TIMEOUT'));
+});
+
 test.serial('a memory bomb hits the memory cap cleanly and the runtime keeps working', async (t) => {
   const m = await manager(t, { caps: { maxMemoryBytes: 4 << 20 } });
   const faults = await m.load(await fixture('faults'));

@@ -274,22 +274,26 @@ export class Runtime {
   /**
    * The most recently used idle controller whose worker is free. When every idle one sits
    * on a busy worker (its call would queue behind another), a new controller on a free
-   * worker is better, if the pool has room; otherwise the one on the least busy worker.
+   * worker is better, if the pool has room; otherwise the one on the cheapest worker (see
+   * WorkerHost.cost: never behind a call that has run long, while another worker will do).
    */
   private takeIdle(): Controller | undefined {
     let best = -1;
+    let bestCost = Infinity;
     for (let i = this.idle.length - 1; i >= 0; i--) {
-      const load = this.idle[i]!.worker.load;
-      if (load === 0) return this.idle.splice(i, 1)[0];
-      if (best < 0 || load < this.idle[best]!.worker.load) best = i;
+      const worker = this.idle[i]!.worker;
+      if (worker.load === 0) return this.idle.splice(i, 1)[0];
+      const cost = worker.cost;
+      if (cost < bestCost) [best, bestCost] = [i, cost];
     }
     const roomForOneMore = this.live.size < this.poolSize;
-    if (roomForOneMore && this.host.workers.some((w) => w.alive && w.load === 0)) return undefined;
+    const bestStalled = best >= 0 && this.idle[best]!.worker.stalled;
+    if (roomForOneMore && this.host.workers.some((w) => w.alive && (w.load === 0 || (bestStalled && !w.stalled)))) return undefined;
     return best < 0 ? undefined : this.idle.splice(best, 1)[0];
   }
 
   private async create(deadline: number, signal?: AbortSignal): Promise<Controller> {
-    const worker = this.host.workers.filter((w) => w.alive).sort((a, b) => a.load - b.load)[0];
+    const worker = cheapest(this.host.workers);
     if (!worker) throw new PlughostError('UNAVAILABLE', 'no runtime worker is alive');
     this.host.reserveController(this);
     const c = new Controller(this.host.nextControllerId(), worker);
@@ -422,4 +426,16 @@ export class Runtime {
     for (const c of this.idle.splice(0)) this.forget(c, 'evicted');
     for (const w of this.host.workers) if (w.loaded.delete(this.moduleId)) w.send({ t: 'unload', moduleId: this.moduleId });
   }
+}
+
+/** The live worker a new request would wait least on. */
+function cheapest(workers: readonly WorkerHost[]): WorkerHost | undefined {
+  let best: WorkerHost | undefined;
+  let bestCost = Infinity;
+  for (const w of workers) {
+    if (!w.alive) continue;
+    const cost = w.cost;
+    if (cost < bestCost) [best, bestCost] = [w, cost];
+  }
+  return best;
 }

@@ -47,6 +47,11 @@ export class WorkerLostError extends PlughostError {
   }
 }
 
+/** A request running longer than this is taken for a long one: new work goes elsewhere. */
+const STALLED_AFTER_MS = 10;
+/** Larger than any queue, so a stalled worker is chosen only when every worker is stalled. */
+const STALLED_PENALTY = 1_000_000;
+
 // Plain JavaScript (type-checked through JSDoc): Node 20 cannot run loader hooks such as
 // tsx inside workers, and a worker that needs no loader starts faster.
 const ENTRY = new URL('./worker/entry.js', import.meta.url);
@@ -65,6 +70,8 @@ export class WorkerHost {
   /** Posted, in the worker's order: the head is running, the rest wait behind it. */
   private readonly sent: Pending[] = [];
   private seq = 0;
+  /** performance.now() when the running request started, 0 when none runs. */
+  private headStartedAt = 0;
   private state: 'starting' | 'ready' | 'dead' = 'starting';
   private exited: Promise<void>;
 
@@ -114,6 +121,21 @@ export class WorkerHost {
     let n = this.sent.length;
     for (const m of this.outbox) if ('resolve' in m) n++;
     return n;
+  }
+
+  /**
+   * What a new request would wait for here, for choosing a worker: the requests ahead of
+   * it, plus a heavy penalty once the running one has gone on for STALLED_AFTER_MS. A call
+   * queued behind a guest that spins waits for its whole time limit (and then is retried
+   * elsewhere), so any worker with a queue of quick calls is the better place.
+   */
+  get cost(): number {
+    return this.load + (this.stalled ? STALLED_PENALTY : 0);
+  }
+
+  /** The running request has gone on for more than STALLED_AFTER_MS. */
+  get stalled(): boolean {
+    return this.headStartedAt > 0 && performance.now() - this.headStartedAt > STALLED_AFTER_MS;
   }
 
   /** Fire-and-forget messages (load, unload, drop); the worker handles them in order with the requests. */
@@ -175,6 +197,7 @@ export class WorkerHost {
 
   private startHead(): void {
     const head = this.sent[0];
+    this.headStartedAt = head ? performance.now() : 0;
     if (head) head.timer = setTimeout(() => this.timeout(head), Math.max(1, head.timeoutMs));
   }
 
