@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { loadConfig } from '../src/service/config-source.js';
 import { createLogger } from '../src/service/logger.js';
+import { MAX_FUNCTION_LABELS } from '../src/service/metrics.js';
 import { runCli } from './helpers/cli.js';
 import { tempDir } from './helpers/kv.js';
 import { clients, pushFixture, startPlughost } from './helpers/service.js';
@@ -95,6 +96,23 @@ test('/metrics: call counters by outcome, latency, pool state, drops, worker res
   t.regex(after, /^plughost_semaphore_waiters\{/m);
   t.regex(after, /^plughost_process_resident_memory_bytes /m);
   t.is((await fetch(`http://${host.metricsServer!.address}/other`)).status, 404);
+});
+
+test(`/metrics: caller-chosen function names are capped at ${MAX_FUNCTION_LABELS} series per module, the rest count as (other)`, async (t) => {
+  const host = await startPlughost(t);
+  const c = clients(t, host.address, host.createdAdminToken);
+  await pushFixture(c, 'echo'); // no list-functions: any function name is the guest's to judge
+  const extra = 10;
+  for (let i = 0; i < MAX_FUNCTION_LABELS + extra; i++) await c.plugins.invoke({ module: 'echo', function: `f${i}` });
+  for (let i = 0; i < MAX_FUNCTION_LABELS + extra; i++) await c.plugins.invoke({ module: 'absent', function: `g${i}` }).catch(() => undefined);
+  const text = await scrape(host.metricsServer!.address);
+  const echoSeries = text.split('\n').filter((l) => l.startsWith('plughost_calls_total{module="echo"'));
+  t.is(echoSeries.length, MAX_FUNCTION_LABELS + 1);
+  t.is(sample(text, 'plughost_calls_total{module="echo",function="f0",outcome="ok"}'), 1);
+  t.is(sample(text, `plughost_calls_total{module="echo",function="f${MAX_FUNCTION_LABELS - 1}",outcome="ok"}`), 1);
+  t.is(sample(text, 'plughost_calls_total{module="echo",function="(other)",outcome="ok"}'), extra);
+  t.is(text.split('\n').filter((l) => l.startsWith('plughost_calls_total{module="(unresolved)"')).length, MAX_FUNCTION_LABELS + 1, 'calls of unknown modules too');
+  t.is(sample(text, 'plughost_calls_total{module="(unresolved)",function="(other)",outcome="NOT_FOUND"}'), extra);
 });
 
 test('logs: JSON lines, and every line of one call carries its request id (the client\'s x-request-id)', async (t) => {

@@ -52,6 +52,7 @@ export class Invoker {
       const seconds = (performance.now() - t0) / 1000;
       const m = this.observers.metrics;
       if (m) {
+        labels.function = m.functionLabel(labels.module, labels.function);
         m.calls.inc({ ...labels, outcome });
         m.latency.observe(labels, seconds);
       }

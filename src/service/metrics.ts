@@ -7,6 +7,9 @@ import { PlughostError } from '../errors.js';
 import type { RuntimeManager, RuntimeObserver } from '../runtime/manager.js';
 import type { PoolStats } from '../runtime/runtime.js';
 
+/** Distinct `function` label values kept per module; callers choose the names, so they are capped. */
+export const MAX_FUNCTION_LABELS = 64;
+
 const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 export class Metrics {
@@ -45,8 +48,25 @@ export class Metrics {
     kvCommitted: (s) => this.kvCommit.observe(s),
   };
 
+  /** The function names seen per module label, up to MAX_FUNCTION_LABELS each. */
+  private readonly functionNames = new Map<string, Set<string>>();
+
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'plughost_' });
+  }
+
+  /**
+   * The `function` label for a call. A module without list-functions takes any name, and an
+   * unknown module any name too, so a caller could otherwise grow the series without bound:
+   * past MAX_FUNCTION_LABELS names in one module the rest count as `(other)`.
+   */
+  functionLabel(module: string, fn: string): string {
+    let seen = this.functionNames.get(module);
+    if (!seen) this.functionNames.set(module, (seen = new Set()));
+    if (seen.has(fn)) return fn;
+    if (seen.size >= MAX_FUNCTION_LABELS) return '(other)';
+    seen.add(fn);
+    return fn;
   }
 
   /** Gauges and counters read from the runtime when scraped. */
