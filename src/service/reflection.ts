@@ -4,7 +4,7 @@ import { toBinary, type DescFile } from '@bufbuild/protobuf';
 import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
 import type { Server } from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
-import { service as healthService } from 'grpc-health-check';
+import { file_grpc_health_v1_health } from '../../gen/grpc/health/v1/health_pb.js';
 
 function withDependencies(files: DescFile[]): DescFile[] {
   const seen = new Map<string, DescFile>();
@@ -19,8 +19,11 @@ function withDependencies(files: DescFile[]): DescFile[] {
 
 export function addReflection(server: Server, files: DescFile[]): void {
   const ours = withDependencies(files).map((f) => toBinary(FileDescriptorProtoSchema, f.proto));
-  const health = (healthService.Check?.requestType as { fileDescriptorProtos?: Buffer[] } | undefined)
-    ?.fileDescriptorProtos ?? [];
+  // grpc.health.v1 from our own generated copy of gRPC's health.proto: the descriptor that
+  // grpc-health-check carries is made by protobufjs, with relative type names and a map
+  // entry named `Statuses`, which strict descriptor builders (protobuf-es, Go's protodesc
+  // that grpcurl uses) refuse
+  const health = [toBinary(FileDescriptorProtoSchema, file_grpc_health_v1_health.proto)];
   // @grpc/reflection reads only `fileDescriptorProtos` from each entry of the package definition.
   const packageDefinition = {
     plughost: { fileDescriptorProtos: ours },

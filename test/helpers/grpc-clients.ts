@@ -22,8 +22,17 @@ export async function healthCheck(address: string, service = ''): Promise<string
   }
 }
 
-/** The service names the server lists through grpc.reflection.v1 (as `grpcurl list` does). */
-export async function reflectionListServices(address: string): Promise<string[]> {
+/** One grpc.reflection.v1 response, the one the server gives to `request` (as grpcurl asks). */
+export interface ReflectionResponse {
+  listServicesResponse?: { service: { name: string }[] };
+  fileDescriptorResponse?: { fileDescriptorProto: Uint8Array[] };
+  errorResponse?: { errorCode: number; errorMessage: string };
+}
+
+export async function reflectionRequest(
+  address: string,
+  request: { listServices: string } | { fileContainingSymbol: string } | { fileByFilename: string },
+): Promise<ReflectionResponse> {
   const require = createRequire(import.meta.url);
   const root = join(dirname(require.resolve('@grpc/reflection/package.json')), 'build/proto');
   const def = loadSync('grpc/reflection/v1/reflection.proto', { includeDirs: [root] });
@@ -33,17 +42,22 @@ export async function reflectionListServices(address: string): Promise<string[]>
   const client = new pkg.grpc.reflection.v1.ServerReflection(address, credentials.createInsecure());
   try {
     const call = client.serverReflectionInfo();
-    const reply = new Promise<string[]>((resolve, reject) => {
-      call.on('data', (m: { listServicesResponse?: { service: { name: string }[] } }) =>
-        resolve((m.listServicesResponse?.service ?? []).map((s) => s.name)),
-      );
+    const reply = new Promise<ReflectionResponse>((resolve, reject) => {
+      call.on('data', resolve);
       call.on('error', reject);
     });
-    call.write({ listServices: '' });
-    const names = await reply;
+    call.write(request);
+    const r = await reply;
     call.end();
-    return names.sort();
+    if (r.errorResponse) throw new Error(`reflection: ${r.errorResponse.errorMessage}`);
+    return r;
   } finally {
     client.close();
   }
+}
+
+/** The service names the server lists through grpc.reflection.v1 (as `grpcurl list` does). */
+export async function reflectionListServices(address: string): Promise<string[]> {
+  const r = await reflectionRequest(address, { listServices: '' });
+  return (r.listServicesResponse?.service ?? []).map((s) => s.name).sort();
 }

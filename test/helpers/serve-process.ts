@@ -14,8 +14,10 @@ export interface ServeProcess {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-export async function startServeProcess(dataDir: string, env: Record<string, string> = {}): Promise<ServeProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'serve', '--listen', '127.0.0.1:0', '--data', dataDir, '--no-examples'], {
+/** `examples: true` starts it as `npm start` does, pushing examples/ on the first start. */
+export async function startServeProcess(dataDir: string, env: Record<string, string> = {}, options: { examples?: boolean } = {}): Promise<ServeProcess> {
+  const flags = ['serve', '--listen', '127.0.0.1:0', '--data', dataDir, ...(options.examples ? [] : ['--no-examples'])];
+  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...flags], {
     env: { ...process.env, PLUGHOST_METRICS__LISTEN: '', PLUGHOST_LOG__LEVEL: 'warn', PLUGHOST_WORKERS: '2', ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });

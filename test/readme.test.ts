@@ -1,0 +1,59 @@
+// The README's grpcurl session, run as written (shell and all) against `plughost serve` on
+// its first start, so the front door stays true. grpcurl itself is a Go binary that this
+// machine cannot install; test/helpers/grpcurl.ts stands in for it on PATH, doing what
+// grpcurl does: server reflection, proto3 JSON in and out.
+import test from 'ava';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { runProcess } from './helpers/cli.js';
+import { tempDir } from './helpers/kv.js';
+import { startServeProcess } from './helpers/serve-process.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const STAND_IN = fileURLToPath(new URL('./helpers/grpcurl.ts', import.meta.url));
+
+/** The first ```sh block after `heading`. */
+function shellBlock(markdown: string, heading: string): string {
+  const from = markdown.indexOf(heading);
+  if (from < 0) throw new Error(`the README has no "${heading}"`);
+  const m = /```sh\n([\s\S]*?)```/.exec(markdown.slice(from));
+  if (!m) throw new Error(`no sh block after "${heading}"`);
+  return m[1]!;
+}
+
+test('the README\'s grpcurl session runs as written against a first start of plughost serve', async (t) => {
+  t.timeout(120_000);
+  const dir = tempDir(t);
+  const server = await startServeProcess(join(dir, 'data'), {}, { examples: true });
+  t.teardown(async () => {
+    server.child.kill('SIGTERM');
+    await server.exited;
+  });
+  const until = Date.now() + 30_000;
+  while (!/example plugin pushed: text@/.test(server.stderr()) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+  t.truthy(server.token, 'the first start printed an admin token');
+
+  writeFileSync(join(dir, 'grpcurl'), `#!/bin/sh\nexec "${process.execPath}" --import tsx "${STAND_IN}" "$@"\n`);
+  chmodSync(join(dir, 'grpcurl'), 0o755);
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+  const block = shellBlock(readme, '## Talking to it with grpcurl');
+  t.regex(block, /^TOKEN=ph_\S+/m, 'the session starts from the token the first start prints');
+  const script = block.replace(/^TOKEN=ph_\S+/m, `TOKEN=${server.token}`).replaceAll('127.0.0.1:50051', server.address);
+  const r = await runProcess('bash', ['-euo', 'pipefail', '-c', script], { cwd: ROOT, env: { ...process.env, PATH: `${dir}:${process.env.PATH}` }, timeoutMs: 90_000 });
+  t.is(r.code, 0, r.stderr);
+
+  // what the README says each command shows
+  for (const s of ['grpc.health.v1.Health', 'plughost.v1.ModuleService', 'plughost.v1.PluginService']) t.regex(r.stdout, new RegExp(`^${s.replaceAll('.', '\\.')}$`, 'm'));
+  t.regex(r.stdout, /rpc Stream \( stream \.plughost\.v1\.StreamRequest \) returns \( stream \.plughost\.v1\.StreamResponse \)/);
+  t.regex(r.stdout, /"status": "SERVING"/);
+  t.regex(r.stdout, /"name": "stats"/);
+  t.regex(r.stdout, /"name": "similarity"/, 'DescribeModule lists the text example\'s functions');
+  const claimed = /# -> \{ "value": "([^"]+)"/.exec(block)?.[1];
+  t.truthy(claimed, 'the README shows the similarity result');
+  t.regex(r.stdout, new RegExp(`"value": "${claimed}"`), `Invoke answers what the README shows (${claimed})`);
+  const streamIds = [...r.stdout.matchAll(/"id": "(\d+)",\s*"outcome": \{\s*"value": "[^"]+"/g)].map((m) => m[1]);
+  t.deepEqual(streamIds, ['1', '2'], 'the Stream answers both items, in order');
+  t.regex(r.stdout, /"name": "echo",\s*"version": "1\.0\.0"/, 'PushModule answers with the pushed module');
+  t.regex(r.stdout, /"created": true/);
+});
