@@ -21,8 +21,8 @@ export function addReflection(server: Server, files: DescFile[]): void {
   const ours = withDependencies(files).map((f) => toBinary(FileDescriptorProtoSchema, f.proto));
   // grpc.health.v1 from our own generated copy of gRPC's health.proto: the descriptor that
   // grpc-health-check carries is made by protobufjs, with relative type names and a map
-  // entry named `Statuses`, which strict descriptor builders (protobuf-es, Go's protodesc
-  // that grpcurl uses) refuse
+  // entry named `Statuses`. Go's protodesc (under grpcurl) refuses that file ("incorrect
+  // implicit map entry name"), and protobuf-es cannot resolve its type names.
   const health = [toBinary(FileDescriptorProtoSchema, file_grpc_health_v1_health.proto)];
   // @grpc/reflection reads only `fileDescriptorProtos` from each entry of the package definition.
   const packageDefinition = {
