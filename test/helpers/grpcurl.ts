@@ -4,9 +4,8 @@
 // the subset of flags the README uses: -plaintext, -H, -d (text or @ for stdin), then the
 // address and `list`, `describe <symbol>` or `<service>/<method>`.
 // Run: node --import tsx test/helpers/grpcurl.ts <args>   (test/readme.test.ts puts it on PATH)
-import { createFileRegistry, fromBinary, fromJson, toBinary, toJson, type DescMethod, type FileRegistry, type JsonValue } from '@bufbuild/protobuf';
+import { create, createFileRegistry, fromBinary, fromJson, toBinary, toJson, type DescMethod, type FileRegistry, type JsonValue } from '@bufbuild/protobuf';
 import { FileDescriptorProtoSchema, FileDescriptorSetSchema, type FileDescriptorProto } from '@bufbuild/protobuf/wkt';
-import { create } from '@bufbuild/protobuf';
 import { Client, Metadata, credentials, status, type ServiceError } from '@grpc/grpc-js';
 import { readFileSync } from 'node:fs';
 import { reflectionRequest } from './grpc-clients.js';
@@ -62,9 +61,10 @@ async function registryFor(name: string): Promise<FileRegistry> {
     }
   };
   add(await reflectionRequest(address!, { fileContainingSymbol: name }).then((r) => r.fileDescriptorResponse?.fileDescriptorProto ?? []));
-  for (let missing = [...files.values()].flatMap((f) => f.dependency).filter((d) => !files.has(d)); missing.length > 0; ) {
-    for (const d of missing) add(await reflectionRequest(address!, { fileByFilename: d }).then((r) => r.fileDescriptorResponse?.fileDescriptorProto ?? []));
-    missing = [...files.values()].flatMap((f) => f.dependency).filter((d) => !files.has(d));
+  const missing = () => [...files.values()].flatMap((f) => f.dependency).filter((d) => !files.has(d));
+  for (let m = missing(); m.length > 0; m = missing()) {
+    for (const d of m) add(await reflectionRequest(address!, { fileByFilename: d }).then((r) => r.fileDescriptorResponse?.fileDescriptorProto ?? []));
+    if (!files.has(m[0]!)) usage(`the server's reflection does not give ${m[0]}`);
   }
   // a registry takes each file after the files it imports
   const ordered: FileDescriptorProto[] = [];
