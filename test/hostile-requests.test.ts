@@ -11,6 +11,7 @@ import { fixture } from './fixtures/build.js';
 import { healthCheck } from './helpers/grpc-clients.js';
 import { kvSetArgs as setArgs } from './helpers/kv.js';
 import { clients, push, startPlughost } from './helpers/service.js';
+import { waitFor } from './helpers/wait.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const MiB = 1 << 20;
@@ -65,7 +66,7 @@ test.serial('10,000 streams opened and dropped, cancels mid-call and mid-stream,
   mid.on('data', () => got++);
   mid.write(create(StreamRequestSchema, { kind: { case: 'options', value: { module: 'echo', window: 64 } } }));
   for (let i = 0; i < 5000; i++) mid.write(item(i, enc('mid')));
-  for (const until = Date.now() + 30_000; got < 100 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 20));
+  await waitFor(() => got >= 100, 30_000);
   t.true(got >= 100, 'the stream was answering when it was cancelled');
   mid.cancel();
 
@@ -105,7 +106,7 @@ test.serial('10,000 streams opened and dropped, cancels mid-call and mid-stream,
     for (let i = 0; i < 2000; i++) s.write(item(i, new Uint8Array(1024)));
     return s;
   });
-  for (const until = Date.now() + 10_000; host.openStreams < 20 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 50));
+  await waitFor(() => host.openStreams >= 20, 10_000, 50);
   await new Promise((r) => setTimeout(r, 1000));
   t.is(host.openStreams, 20, 'the 20 unread streams are open on the server, each holding at most its window');
   for (const s of idle) s.cancel();
@@ -114,8 +115,7 @@ test.serial('10,000 streams opened and dropped, cancels mid-call and mid-stream,
   const fresh = clients(t, host.address, host.createdAdminToken);
   t.is(new TextDecoder().decode((await fresh.plugins.invoke({ module: 'echo', args: enc('ok') })).result.value as Uint8Array), 'ok');
   t.is(await healthCheck(host.address), 'SERVING');
-  const until = Date.now() + 10_000;
-  while (host.openStreams > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+  await waitFor(() => host.openStreams === 0, 10_000, 50);
   t.is(host.openStreams, 0, 'every dropped stream was let go');
   // the cancelled loop was already running: it runs to its 2 s limit (cancelling stops only waiting calls)
   for (const m of ['echo', 'faults']) {

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { runProcess } from './helpers/cli.js';
 import { tempDir } from './helpers/kv.js';
 import { startServeProcess } from './helpers/serve-process.js';
+import { waitFor } from './helpers/wait.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const STAND_IN = fileURLToPath(new URL('./helpers/grpcurl.ts', import.meta.url));
@@ -30,8 +31,7 @@ test('the README\'s grpcurl session runs as written against a first start of plu
     server.child.kill('SIGTERM');
     await server.exited;
   });
-  const until = Date.now() + 30_000;
-  while (!/example plugin pushed: text@/.test(server.stderr()) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+  await waitFor(() => /example plugin pushed: text@/.test(server.stderr()), 30_000, 50);
   t.truthy(server.token, 'the first start printed an admin token');
 
   writeFileSync(join(dir, 'grpcurl'), `#!/bin/sh\nexec "${process.execPath}" --import tsx "${STAND_IN}" "$@"\n`);

@@ -2,6 +2,7 @@ import test from 'ava';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { coreFixture, fixture } from './fixtures/build.js';
 import { ctx, manager, none, readU32, u32, valueOf } from './helpers/runtime.js';
+import { waitFor } from './helpers/wait.js';
 import { isPlughostError } from '../src/errors.js';
 
 test.serial('concurrent first use of a module compiles it once', async (t) => {
@@ -120,9 +121,7 @@ test.serial('calls are not queued behind a call that has run long while another 
   const echo = await m.load(await fixture('echo'));
   let looping = true;
   const loop = faults.invoke(ctx(), 'loop', none).finally(() => (looping = false));
-  const until = Date.now() + 5000;
-  while (!m.workers.some((w) => w.stalled) && Date.now() < until) await sleep(5);
-  t.true(m.workers.some((w) => w.stalled), 'the loop is running');
+  t.true(await waitFor(() => m.workers.some((w) => w.stalled), 5000, 5), 'the loop is running');
   // a burst, so that both workers have a queue when the later calls pick one
   const results = await Promise.all(Array.from({ length: 32 }, (_, i) => echo.invoke(ctx(), undefined, u32(i))));
   t.deepEqual(results.map((r) => readU32(valueOf(r))), Array.from({ length: 32 }, (_, i) => i));
@@ -216,11 +215,7 @@ test.serial('idle controllers are evicted after the idle time, and the process-w
 const openPorts = () => process.getActiveResourcesInfo().filter((r) => r === 'MessagePort').length;
 
 /** Ports closed by an earlier teardown leave the active list a loop turn or more later, so wait for none. */
-async function noPortsWithin(ms: number): Promise<boolean> {
-  const until = Date.now() + ms;
-  while (openPorts() > 0 && Date.now() < until) await sleep(10);
-  return openPorts() === 0;
-}
+const noPortsWithin = (ms: number) => waitFor(() => openPorts() === 0, ms, 10);
 
 test.serial('close() drains calls in flight and leaves no worker behind', async (t) => {
   t.true(await noPortsWithin(2000), 'the earlier tests closed their workers');

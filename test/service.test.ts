@@ -9,6 +9,7 @@ import { TEST_CONFIG, clients, push, pushFixture, startPlughost } from './helper
 import { hashOf } from '../src/component/load.js';
 import { Plughost } from '../src/service/plughost.js';
 import { tempDir } from './helpers/kv.js';
+import { waitFor } from './helpers/wait.js';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -180,9 +181,7 @@ test('the error table: each failure reaches the client as its gRPC status', asyn
   await push(c, 'faults', '2.0.0', withCustomSection(faults, 'slow-limit'), { limits: { maxExecutionMs: 30_000 } });
   t.like(await codeOf(c.plugins.invoke({ module: 'faults@2.0.0', function: 'loop' }, { timeoutMs: 200 })), { code: Code.DeadlineExceeded });
   let pool = (await c.modules.describeModule({ module: 'faults@2.0.0' })).pool!;
-  for (const until = Date.now() + 5000; pool.inUse > 0 && Date.now() < until; await new Promise((r) => setTimeout(r, 50))) {
-    pool = (await c.modules.describeModule({ module: 'faults@2.0.0' })).pool!;
-  }
+  await waitFor(async () => (pool = (await c.modules.describeModule({ module: 'faults@2.0.0' })).pool!).inUse === 0, 5000, 50);
   t.is(pool.inUse, 0, 'the looping call was stopped');
   t.is(Number(pool.droppedTimeout), 1);
 });
