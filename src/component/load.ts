@@ -1,11 +1,14 @@
 // Component bytes -> everything a worker needs to instantiate controllers: the jco glue
 // (patched and ready for `new Function`) and the compiled, memory-capped core modules.
-// Validation happens here, once; a refused module leaves nothing behind.
-import { transpileBytes } from '@bytecodealliance/jco-transpile';
-import { componentWit } from '@bytecodealliance/jco-transpile/wasm-tools';
+// Validation happens here, once; a refused module leaves nothing behind. jco's work (WIT
+// extraction, transpilation) runs in the transpiler worker (./transpiler.ts), never on
+// the calling thread; compiling the core modules (async in V8) and the checks stay here.
 import { createHash } from 'node:crypto';
 import { PlughostError, messageOf } from '../errors.js';
+import { JcoError, transpiler } from './transpiler.js';
 import { WASM_PAGE, binaryKind, capCoreMemory } from './wasm-binary.js';
+
+export { closeTranspiler, transpilerStats } from './transpiler.js';
 
 export const HOST_INTERFACE = 'plughost:plugin/host@0.1.0';
 const ALLOWED_IMPORTS = new Set([HOST_INTERFACE, 'plughost:plugin/types@0.1.0']);
@@ -38,9 +41,9 @@ const INVOKE_SIGNATURE = /^\s*export invoke: func\(name: option<string>, args: (
 async function checkWorld(bytes: Uint8Array): Promise<void> {
   let wit: string;
   try {
-    wit = await componentWit(bytes);
+    wit = await transpiler().wit(bytes);
   } catch (e) {
-    throw new PlughostError('INVALID_MODULE', `malformed component: ${firstLine(messageOf(e))}`, { cause: e });
+    throw refused(e);
   }
   for (const m of wit.matchAll(/^\s*import ([^;]+);$/gm)) {
     const name = m[1]!.trim();
@@ -55,6 +58,11 @@ async function checkWorld(bytes: Uint8Array): Promise<void> {
   if (!INVOKE_SIGNATURE.test(wit)) {
     throw new PlughostError('INVALID_MODULE', 'component exports invoke with the wrong type; expected func(name: option<string>, args: list<u8>) -> result<list<u8>, string>');
   }
+}
+
+/** jco refusing the bytes is INVALID_MODULE; a lost transpiler worker stays what it is (INTERNAL, UNAVAILABLE). */
+function refused(e: unknown): unknown {
+  return e instanceof JcoError ? new PlughostError('INVALID_MODULE', `malformed component: ${firstLine(messageOf(e))}`, { cause: e }) : e;
 }
 
 function firstLine(s: string): string {
@@ -88,11 +96,9 @@ export async function compileComponent(bytes: Uint8Array, options: { maxMemoryBy
   let files: Record<string, Uint8Array>;
   let exported: [string, string][];
   try {
-    const out = await transpileBytes(bytes, { name: 'plugin', instantiation: { tag: 'sync' }, noTypescript: true } as never);
-    files = out.files as unknown as Record<string, Uint8Array>;
-    exported = out.exports as [string, string][];
+    ({ files, exports: exported } = await transpiler().transpile(bytes));
   } catch (e) {
-    throw new PlughostError('INVALID_MODULE', `malformed component: ${firstLine(messageOf(e))}`, { cause: e });
+    throw refused(e);
   }
   const t1 = performance.now();
   const maxPages = Math.floor(options.maxMemoryBytes / WASM_PAGE);

@@ -71,6 +71,12 @@ export class ModuleRegistry {
   private readonly indexPath: string;
   private readonly modulesDir: string;
   private index: Index;
+  /**
+   * Bare-name resolution, name -> its newest alias: filled as names are resolved, emptied
+   * whenever the index changes (save). Only names that resolve are kept, so refs that name
+   * nothing cannot grow it.
+   */
+  private readonly newest = new Map<string, AliasRecord>();
   /** Serializes changes to the index. */
   private changing: Promise<unknown> = Promise.resolve();
 
@@ -140,7 +146,7 @@ export class ModuleRegistry {
       if (!a) throw new PlughostError('NOT_FOUND', `no module ${aliasOf(r.name, r.version)}${this.versionsHint(r.name)}`);
       return { hash: a.hash, name: a.name, version: a.version };
     }
-    const newest = this.versionsOf(r.name)[0];
+    const newest = this.newestOf(r.name);
     if (!newest) throw new PlughostError('NOT_FOUND', `no module named ${r.name}`);
     return { hash: newest.hash, name: newest.name, version: newest.version };
   }
@@ -203,6 +209,15 @@ export class ModuleRegistry {
     });
   }
 
+  private newestOf(name: string): AliasRecord | undefined {
+    let newest = this.newest.get(name);
+    if (!newest) {
+      newest = this.versionsOf(name)[0];
+      if (newest) this.newest.set(name, newest);
+    }
+    return newest;
+  }
+
   private versionsOf(name: string): AliasRecord[] {
     return Object.values(this.index.aliases)
       .filter((a) => a.name === name)
@@ -233,6 +248,7 @@ export class ModuleRegistry {
   private save(next: Index): void {
     writeFileAtomic(this.indexPath, JSON.stringify(next, null, 2));
     this.index = next;
+    this.newest.clear();
   }
 
   private change<T>(fn: () => Promise<T>): Promise<T> {
