@@ -1,6 +1,9 @@
 // gRPC workloads: plughost against a bare grpc-js echo server, both in child processes,
 // loaded by a third child (the load client), alternating ours and the baseline (A B A B)
 // so that both see the same noise. Also the cold path: push a new module, then call it.
+// Every call is checked (echo: its args back; hash: the FNV-1a of the args; KV: a value;
+// cold path: the counter's first count): wrong answers and failures are counted in
+// `o.errors` per workload and are not in the calls/s.
 import { createClient } from '@connectrpc/connect';
 import { Http2SessionManager, createGrpcTransport } from '@connectrpc/connect-node';
 import { fork } from 'node:child_process';
@@ -8,15 +11,17 @@ import { fileURLToPath } from 'node:url';
 import { ModuleService } from '../gen/plughost/v1/module_pb.js';
 import { PluginService } from '../gen/plughost/v1/plugin_pb.js';
 import { fixture, withCustomSection } from '../test/fixtures/build.js';
-import type { LoadJob, LoadResult } from '../src/cli/load.js';
+import { loadArgs, type LoadJob, type LoadResult } from '../src/cli/load.js';
 import { startServerProcess } from './servers.js';
-import { median } from './stats.js';
+import { describe, median, type ErrorTally } from './stats.js';
 
 export interface GrpcBenchOptions {
   rounds: number;
   seconds: number;
   quick: boolean;
   log(line: string): void;
+  /** Where each workload's calls and wrong answers are counted. */
+  errors: ErrorTally;
 }
 
 export interface Pair {
@@ -35,6 +40,21 @@ export interface GrpcBenchResult {
 export const medianOps = (rs: LoadResult[]) => median(rs.map((r) => r.opsPerSec));
 /** The median of each pair's ratio (ours / bare), each pair run back to back. */
 export const pairRatio = (p: Pair) => median(p.ours.map((o, i) => o.opsPerSec / p.bare[i]!.opsPerSec));
+/** Errors over all the runs. */
+export const sumErrors = (rs: LoadResult[]) => rs.reduce((n, r) => n + r.errors, 0);
+
+/** The hash guest's answer: 32-bit FNV-1a of the bytes, u32 LE. */
+function fnv1a(bytes: Uint8Array): Uint8Array {
+  let h = 0x811c9dc5;
+  for (const b of bytes) h = Math.imul(h ^ b, 0x01000193) >>> 0;
+  const out = new Uint8Array(4);
+  new DataView(out.buffer).setUint32(0, h, true);
+  return out;
+}
+
+function tally(o: GrpcBenchOptions, workload: string, r: LoadResult) {
+  o.errors.add(workload, r.ops + r.errors, r.errors, r.firstError);
+}
 
 function loadClient() {
   const child = fork(fileURLToPath(new URL('./load-client.ts', import.meta.url)), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
@@ -52,7 +72,7 @@ function loadClient() {
   };
 }
 
-async function coldPath(address: string, token: string, times: number): Promise<{ pushMs: number; firstCallMs: number }> {
+async function coldPath(o: GrpcBenchOptions, address: string, token: string, times: number): Promise<{ pushMs: number; firstCallMs: number }> {
   const baseUrl = `http://${address}`;
   const sessionManager = new Http2SessionManager(baseUrl);
   const transport = createGrpcTransport({
@@ -69,13 +89,24 @@ async function coldPath(address: string, token: string, times: number): Promise<
     for (let i = 0; i < times; i++) {
       const bytes = withCustomSection(counter, `cold-${i}-${Date.now()}`);
       const t0 = performance.now();
-      await modules.pushModule((async function* () {
-        yield { part: { case: 'manifest' as const, value: { name: `cold${i}`, version: '1.0.0' } } };
-        yield { part: { case: 'chunk' as const, value: bytes } };
-      })());
-      const t1 = performance.now();
-      await plugins.invoke({ module: `cold${i}` });
+      let t1 = t0;
+      let wrong: string | undefined;
+      try {
+        await modules.pushModule((async function* () {
+          yield { part: { case: 'manifest' as const, value: { name: `cold${i}`, version: '1.0.0' } } };
+          yield { part: { case: 'chunk' as const, value: bytes } };
+        })());
+        t1 = performance.now();
+        const r = await plugins.invoke({ module: `cold${i}` });
+        // the counter's first call on a new module: count 1, u32 LE
+        const v = r.result.case === 'value' ? r.result.value : undefined;
+        if (!v || v.length !== 4 || new DataView(v.buffer, v.byteOffset, 4).getUint32(0, true) !== 1) wrong = r.result.case === 'guestError' ? `guest error: ${r.result.value}` : describe(v);
+      } catch (e) {
+        wrong = describe(e, true);
+      }
       const t2 = performance.now();
+      o.errors.add('gRPC cold path: push, then first call (counter)', 1, wrong === undefined ? 0 : 1, wrong);
+      if (wrong !== undefined) continue;
       push.push(t1 - t0);
       first.push(t2 - t0);
     }
@@ -91,7 +122,7 @@ export async function grpcBench(o: GrpcBenchOptions): Promise<GrpcBenchResult> {
   try {
     const job = (s: { address: string; token: string }, j: Omit<LoadJob, 'address' | 'token' | 'seconds'>): LoadJob => ({ ...j, address: s.address, token: s.token, seconds: o.seconds });
     // warm both servers and the client (JIT, connections, controllers)
-    for (const s of [bare, ours]) await client.run({ ...job(s, { mode: 'unary', concurrency: 16, bytes: 64, module: 'echo' }), seconds: 0.5 });
+    for (const s of [bare, ours]) tally(o, `gRPC warm-up (${s === bare ? 'bare' : 'plughost'})`, await client.run({ ...job(s, { mode: 'unary', concurrency: 16, bytes: 64, module: 'echo', expect: 'echo' }), seconds: 0.5 }));
 
     const workloads: { name: string; mode: LoadJob['mode']; concurrency: number; bytes: number }[] = [
       { name: 'unary c=1, 64 B', mode: 'unary', concurrency: 1, bytes: 64 },
@@ -104,26 +135,32 @@ export async function grpcBench(o: GrpcBenchOptions): Promise<GrpcBenchResult> {
     for (const w of workloads) {
       const pair: Pair = { name: w.name, ours: [], bare: [] };
       for (let r = 0; r < o.rounds; r++) {
-        pair.bare.push(await client.run(job(bare, { ...w, module: 'echo' })));
-        pair.ours.push(await client.run(job(ours, { ...w, module: 'echo' })));
+        pair.bare.push(await client.run(job(bare, { ...w, module: 'echo', expect: 'echo' })));
+        pair.ours.push(await client.run(job(ours, { ...w, module: 'echo', expect: 'echo' })));
+        tally(o, `gRPC ${w.name} (bare)`, pair.bare.at(-1)!);
+        tally(o, `gRPC ${w.name} (plughost)`, pair.ours.at(-1)!);
       }
-      o.log(`  ${w.name}: ours ${medianOps(pair.ours).toFixed(0)}/s, bare ${medianOps(pair.bare).toFixed(0)}/s`);
+      o.log(`  ${w.name}: ours ${medianOps(pair.ours).toFixed(0)}/s, bare ${medianOps(pair.bare).toFixed(0)}/s${sumErrors([...pair.ours, ...pair.bare]) ? `, ERRORS ${sumErrors(pair.ours)} ours / ${sumErrors(pair.bare)} bare` : ''}`);
       pairs.push(pair);
     }
 
-    const soloLoads: { name: string; module: string; bytes: number }[] = [
+    // the KV guest's counter moves, so any value will do there
+    const soloLoads: { name: string; module: string; bytes: number; expect?: LoadJob['expect'] }[] = [
       { name: 'unary c=16, KV guest (get + set, committed)', module: 'kv', bytes: 64 },
-      { name: 'unary c=16, hash guest (FNV-1a of 4 KiB)', module: 'hash', bytes: 4096 },
+      { name: 'unary c=16, hash guest (FNV-1a of 4 KiB)', module: 'hash', bytes: 4096, expect: { hex: Buffer.from(fnv1a(loadArgs(4096))).toString('hex') } },
     ];
     const solo = [];
     for (const w of soloLoads) {
       const runs: LoadResult[] = [];
-      for (let r = 0; r < o.rounds; r++) runs.push(await client.run(job(ours, { mode: 'unary', concurrency: 16, bytes: w.bytes, module: w.module })));
-      o.log(`  ${w.name}: ${medianOps(runs).toFixed(0)}/s`);
+      for (let r = 0; r < o.rounds; r++) {
+        runs.push(await client.run(job(ours, { mode: 'unary', concurrency: 16, bytes: w.bytes, module: w.module, expect: w.expect })));
+        tally(o, `gRPC ${w.name}`, runs.at(-1)!);
+      }
+      o.log(`  ${w.name}: ${medianOps(runs).toFixed(0)}/s${sumErrors(runs) ? `, ERRORS ${sumErrors(runs)}` : ''}`);
       solo.push({ name: w.name, runs });
     }
 
-    const cold = await coldPath(ours.address, ours.token, o.quick ? 3 : 8);
+    const cold = await coldPath(o, ours.address, ours.token, o.quick ? 3 : 8);
     o.log(`  cold path: push ${cold.pushMs.toFixed(1)} ms, push + first call ${cold.firstCallMs.toFixed(1)} ms`);
     return { pairs, solo, coldFirstCallMs: cold.firstCallMs, pushMs: cold.pushMs };
   } finally {

@@ -1,94 +1,125 @@
 // `npm run bench [-- --quick] [-- --json] [-- --chart FILE]`: every figure measured side
 // by side in one run (these machines are noisy), medians of rounds, ratios per pair.
 // Prints a table; with --json, one JSON object as the last line; writes the chart SVG.
+// Every measured call is checked: the JSON has `errors` (wrong answers, failed calls) and
+// `valid` (no errors), the table says which workloads had them, and a run with errors
+// says so loudly on stderr.
+// `npm run bench -- --profile [--seconds N] [--grpc] [--top N]`: where main-thread and
+// worker time goes per call on the hot path (CPU profiles, see bench/profile.ts).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import { lineChartSvg } from './chart.js';
-import { grpcBench, medianOps, pairRatio } from './grpc-bench.js';
+import { grpcBench, medianOps, pairRatio, sumErrors } from './grpc-bench.js';
 import { runtimeBench } from './runtime-bench.js';
-import { median } from './stats.js';
+import { ErrorTally, median } from './stats.js';
 
-const { values } = parseArgs({
-  options: {
-    quick: { type: 'boolean', default: false },
-    json: { type: 'boolean', default: false },
-    chart: { type: 'string', default: 'bench/out/throughput.svg' },
-  },
-});
-const quick = values.quick!;
-const started = performance.now();
-const log = (line: string) => console.error(line);
+const argv = process.argv.slice(2);
+if (argv.includes('--profile')) {
+  const { profile } = await import('./profile.js');
+  process.exitCode = await profile(argv.filter((a) => a !== '--profile'));
+} else {
+  await bench();
+}
 
-log(`plughost bench (${quick ? 'quick' : 'full'}) on ${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown cpu'}), node ${process.version}`);
-log('runtime (no gRPC):');
-const rt = await runtimeBench({ rounds: quick ? 3 : 5, calls: quick ? 2000 : 10_000, quick, log });
-log('gRPC (load from a separate process, ours and the bare server alternating):');
-const g = await grpcBench({ rounds: quick ? 2 : 3, seconds: quick ? 1 : 3, quick, log });
+async function bench() {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: 'boolean', default: false },
+      json: { type: 'boolean', default: false },
+      chart: { type: 'string', default: 'bench/out/throughput.svg' },
+    },
+  });
+  const quick = values.quick!;
+  const started = performance.now();
+  const log = (line: string) => console.error(line);
+  const errors = new ErrorTally();
 
-const pair = (name: string) => g.pairs.find((p) => p.name === name)!;
-const unary16 = pair('unary c=16, 64 B');
-const stream64 = pair('stream, 64 B');
-const summary = {
-  unary_ratio: pairRatio(unary16),
-  stream_ratio: pairRatio(stream64),
-  stream_vs_unary: medianOps(stream64.ours) / medianOps(unary16.ours),
-  runtime_call_us: rt.runtime_call_us!,
-  inthread_call_us: rt.inthread_call_us!,
-  kv_call_us: rt.kv_call_us!,
-  new_controller_ms: rt.new_controller_ms!,
-  cold_first_call_ms: g.coldFirstCallMs,
-  idle_controller_kib: rt.idle_controller_kib!,
-  runtime_pipelined_call_us: rt.runtime_pipelined_call_us!,
-  runtime_cold_first_call_ms: rt.runtime_cold_first_call_ms!,
-  push_ms: g.pushMs,
-  idle_1000_controllers_mib: rt.idle_1000_controllers_mib!,
-  kv_get_in_call_us: rt.kv_get_in_call_us!,
-  kv_get_set_in_call_us: rt.kv_get_set_in_call_us!,
-  kv_durable_commit_us: rt.kv_durable_commit_us!,
-  kv_writes_per_sec_grouped: rt.kv_writes_per_sec_grouped!,
-  kv_writes_per_sec_per_call: rt.kv_writes_per_sec_per_call!,
-  unary_c1_ratio: pairRatio(pair('unary c=1, 64 B')),
-  unary_c64_ratio: pairRatio(pair('unary c=64, 64 B')),
-  stream_4k_ratio: pairRatio(pair('stream, 4 KiB')),
-  seconds: (performance.now() - started) / 1000,
-};
+  log(`plughost bench (${quick ? 'quick' : 'full'}) on ${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown cpu'}), node ${process.version}`);
+  log('runtime (no gRPC):');
+  const rt = await runtimeBench({ rounds: quick ? 3 : 5, calls: quick ? 2000 : 10_000, quick, log, errors });
+  log('gRPC (load from a separate process, ours and the bare server alternating):');
+  const g = await grpcBench({ rounds: quick ? 2 : 3, seconds: quick ? 1 : 3, quick, log, errors });
 
-const n = (v: number) => (Math.abs(v) >= 100 ? Math.round(v).toLocaleString('en-US') : v.toFixed(2));
-const lines = [
-  '',
-  '| workload | plughost | bare grpc-js | ratio |',
-  '| --- | --- | --- | --- |',
-  ...g.pairs.map((p) => `| ${p.name} | ${n(medianOps(p.ours))}/s (p99 ${n(median(p.ours.map((r) => r.p99Us)))} µs) | ${n(medianOps(p.bare))}/s (p99 ${n(median(p.bare.map((r) => r.p99Us)))} µs) | ${pairRatio(p).toFixed(2)} |`),
-  ...g.solo.map((s) => `| ${s.name} | ${n(medianOps(s.runs))}/s (p99 ${n(median(s.runs.map((r) => r.p99Us)))} µs) | | |`),
-  '',
-  '| measure | value |',
-  '| --- | --- |',
-  `| in-thread call of the echo guest through jco, no worker (floor) | ${n(summary.inthread_call_us)} µs |`,
-  `| warm call through the Runtime API, sequential | ${n(summary.runtime_call_us)} µs (${(summary.runtime_call_us / summary.inthread_call_us).toFixed(1)}x the floor) |`,
-  `| warm call through the Runtime API, 16 in flight | ${n(summary.runtime_pipelined_call_us)} µs each |`,
-  `| Stream items/s over unary calls/s (c=16) | ${summary.stream_vs_unary.toFixed(2)}x |`,
-  `| new controller (instantiate in its worker) | ${n(summary.new_controller_ms)} ms |`,
-  `| push over gRPC (verify + compile) | ${n(summary.push_ms)} ms |`,
-  `| push, then the first call, over gRPC | ${n(summary.cold_first_call_ms)} ms |`,
-  `| RSS per idle controller | ${n(summary.idle_controller_kib)} KiB |`,
-  `| RSS of ${rt.idle_1000_controllers_live} idle controllers over 50 modules | ${n(summary.idle_1000_controllers_mib)} MiB |`,
-  `| KV get inside a call / get + set inside a call | ${n(summary.kv_get_in_call_us)} µs / ${n(summary.kv_get_set_in_call_us)} µs |`,
-  `| KV write call (get + set + durable commit), sequential | ${n(summary.kv_call_us)} µs |`,
-  `| committed write-calls/s, grouped vs one commit per call | ${n(summary.kv_writes_per_sec_grouped)} vs ${n(summary.kv_writes_per_sec_per_call)} (${(summary.kv_writes_per_sec_grouped / summary.kv_writes_per_sec_per_call).toFixed(1)}x) |`,
-  '',
-  `took ${summary.seconds.toFixed(0)} s`,
-];
-console.log(lines.join('\n'));
+  const pair = (name: string) => g.pairs.find((p) => p.name === name)!;
+  const unary16 = pair('unary c=16, 64 B');
+  const stream64 = pair('stream, 64 B');
+  const summary = {
+    unary_ratio: pairRatio(unary16),
+    stream_ratio: pairRatio(stream64),
+    stream_vs_unary: medianOps(stream64.ours) / medianOps(unary16.ours),
+    runtime_call_us: rt.runtime_call_us!,
+    inthread_call_us: rt.inthread_call_us!,
+    kv_call_us: rt.kv_call_us!,
+    new_controller_ms: rt.new_controller_ms!,
+    cold_first_call_ms: g.coldFirstCallMs,
+    idle_controller_kib: rt.idle_controller_kib!,
+    runtime_pipelined_call_us: rt.runtime_pipelined_call_us!,
+    runtime_cold_first_call_ms: rt.runtime_cold_first_call_ms!,
+    push_ms: g.pushMs,
+    idle_1000_controllers_mib: rt.idle_1000_controllers_mib!,
+    kv_get_in_call_us: rt.kv_get_in_call_us!,
+    kv_get_set_in_call_us: rt.kv_get_set_in_call_us!,
+    kv_durable_commit_us: rt.kv_durable_commit_us!,
+    kv_writes_per_sec_grouped: rt.kv_writes_per_sec_grouped!,
+    kv_writes_per_sec_per_call: rt.kv_writes_per_sec_per_call!,
+    unary_c1_ratio: pairRatio(pair('unary c=1, 64 B')),
+    unary_c64_ratio: pairRatio(pair('unary c=64, 64 B')),
+    stream_4k_ratio: pairRatio(pair('stream, 4 KiB')),
+    seconds: (performance.now() - started) / 1000,
+  };
+  const totalErrors = errors.errors;
 
-const levels = ['unary c=1, 64 B', 'unary c=16, 64 B', 'unary c=64, 64 B'].map(pair);
-const conc = [1, 16, 64];
-const svg = lineChartSvg('Unary Invoke throughput, echo guest, 64 B (medians)', 'concurrent calls', 'calls / s', [
-  { name: 'bare grpc-js', color: '#888', points: levels.map((p, i) => ({ x: conc[i]!, y: medianOps(p.bare) })) },
-  { name: 'plughost', color: '#1f6feb', points: levels.map((p, i) => ({ x: conc[i]!, y: medianOps(p.ours) })) },
-]);
-mkdirSync(dirname(values.chart!), { recursive: true });
-writeFileSync(values.chart!, svg);
-log(`chart: ${values.chart}`);
-if (values.json) console.log(JSON.stringify(Object.fromEntries(Object.entries(summary).map(([k, v]) => [k, Number(v.toPrecision(4))]))));
+  const n = (v: number) => (Math.abs(v) >= 100 ? Math.round(v).toLocaleString('en-US') : v.toFixed(2));
+  const lines = [
+    '',
+    '| workload | plughost | bare grpc-js | ratio | errors (plughost / bare) |',
+    '| --- | --- | --- | --- | --- |',
+    ...g.pairs.map((p) => `| ${p.name} | ${n(medianOps(p.ours))}/s (p99 ${n(median(p.ours.map((r) => r.p99Us)))} µs) | ${n(medianOps(p.bare))}/s (p99 ${n(median(p.bare.map((r) => r.p99Us)))} µs) | ${pairRatio(p).toFixed(2)} | ${sumErrors(p.ours)} / ${sumErrors(p.bare)} |`),
+    ...g.solo.map((s) => `| ${s.name} | ${n(medianOps(s.runs))}/s (p99 ${n(median(s.runs.map((r) => r.p99Us)))} µs) | | | ${sumErrors(s.runs)} |`),
+    '',
+    '| measure | value |',
+    '| --- | --- |',
+    `| in-thread call of the echo guest through jco, no worker (floor) | ${n(summary.inthread_call_us)} µs |`,
+    `| warm call through the Runtime API, sequential | ${n(summary.runtime_call_us)} µs (${(summary.runtime_call_us / summary.inthread_call_us).toFixed(1)}x the floor) |`,
+    `| warm call through the Runtime API, 16 in flight | ${n(summary.runtime_pipelined_call_us)} µs each |`,
+    `| Stream items/s over unary calls/s (c=16) | ${summary.stream_vs_unary.toFixed(2)}x |`,
+    `| new controller (instantiate in its worker) | ${n(summary.new_controller_ms)} ms |`,
+    `| push over gRPC (verify + compile) | ${n(summary.push_ms)} ms |`,
+    `| push, then the first call, over gRPC | ${n(summary.cold_first_call_ms)} ms |`,
+    `| RSS per idle controller | ${n(summary.idle_controller_kib)} KiB |`,
+    `| RSS of ${rt.idle_1000_controllers_live} idle controllers over 50 modules | ${n(summary.idle_1000_controllers_mib)} MiB |`,
+    `| KV get inside a call / get + set inside a call | ${n(summary.kv_get_in_call_us)} µs / ${n(summary.kv_get_set_in_call_us)} µs |`,
+    `| KV write call (get + set + durable commit), sequential | ${n(summary.kv_call_us)} µs |`,
+    `| committed write-calls/s, grouped vs one commit per call | ${n(summary.kv_writes_per_sec_grouped)} vs ${n(summary.kv_writes_per_sec_per_call)} (${(summary.kv_writes_per_sec_grouped / summary.kv_writes_per_sec_per_call).toFixed(1)}x) |`,
+    '',
+    '| checked workload | calls | errors |',
+    '| --- | --- | --- |',
+    ...[...errors.rows].map(([name, r]) => `| ${name} | ${r.calls.toLocaleString('en-US')} | ${r.errors ? `**${r.errors.toLocaleString('en-US')}** (first: ${r.firstError ?? '?'})` : 0} |`),
+    '',
+    `took ${summary.seconds.toFixed(0)} s, ${totalErrors ? `${totalErrors} ERRORS: NOT VALID` : 'no errors'}`,
+  ];
+  console.log(lines.join('\n'));
+
+  const levels = ['unary c=1, 64 B', 'unary c=16, 64 B', 'unary c=64, 64 B'].map(pair);
+  const conc = [1, 16, 64];
+  const svg = lineChartSvg('Unary Invoke throughput, echo guest, 64 B (medians)', 'concurrent calls', 'calls / s', [
+    { name: 'bare grpc-js', color: '#888', points: levels.map((p, i) => ({ x: conc[i]!, y: medianOps(p.bare) })) },
+    { name: 'plughost', color: '#1f6feb', points: levels.map((p, i) => ({ x: conc[i]!, y: medianOps(p.ours) })) },
+  ]);
+  mkdirSync(dirname(values.chart!), { recursive: true });
+  writeFileSync(values.chart!, svg);
+  log(`chart: ${values.chart}`);
+  if (totalErrors > 0) {
+    log('');
+    log(`BENCH RUN HAD ${totalErrors} ERRORS — numbers are not valid`);
+    for (const [name, r] of errors.rows) if (r.errors) log(`  ${name}: ${r.errors} of ${r.calls} calls wrong (first: ${r.firstError ?? '?'})`);
+    log('');
+  }
+  if (values.json) {
+    const figures = Object.fromEntries(Object.entries(summary).map(([k, v]) => [k, Number(v.toPrecision(4))]));
+    console.log(JSON.stringify({ ...figures, errors: totalErrors, valid: totalErrors === 0 }));
+  }
+}

@@ -3,6 +3,9 @@
 // in-thread through jco with no worker; new-controller time; first call of a freshly
 // loaded module; RSS per idle controller and for 1,000 idle controllers over 50 modules;
 // KV get/set cost inside a call and committed write-calls/s, grouped vs per-call commits.
+// Every measured call is checked (the echo's value is its args, the counter's and the KV
+// guest's are what they must be): a throw, a guest error or a wrong value is counted as an
+// error in `o.errors` under its workload, never as a call that completed.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,16 +14,36 @@ import { LmdbKvStore } from '../src/kv/lmdb-store.js';
 import type { InvocationContext } from '../src/runtime/context.js';
 import { RuntimeManager } from '../src/runtime/manager.js';
 import { fixture, withCustomSection } from '../test/fixtures/build.js';
-import { median, perCallUs, pipelinedUs } from './stats.js';
+import { answers, answersGuestError, answersValue, checked, median, perCallUs, pipelinedUs, returns, type Answer, type ErrorTally } from './stats.js';
 
 const ctx: InvocationContext = { subject: 'bench', tenant: 'bench', kvAccess: 'write' };
-const args = new Uint8Array(64);
+const args = new Uint8Array(64).map((_, i) => i);
+const echoes = answers(args);
+const u32 = (v: Uint8Array) => new DataView(v.buffer, v.byteOffset, v.byteLength).getUint32(0, true);
+/** The counter guest's first call on a new controller: count 1 (u32 LE). */
+const countsOne = answersValue((v) => v.length === 4 && u32(v) === 1);
+/** The KV guest's `get` of a u32: [0] (absent) or [1, u32 LE]. */
+const getsU32 = answersValue((v) => (v.length === 1 && v[0] === 0) || (v.length === 5 && v[0] === 1));
+/** The KV guest's `incr`, one tenant, one call at a time: each answer one more than the last (u32 LE). */
+function incrementsByOne() {
+  let last: number | undefined;
+  return answersValue((v) => {
+    if (v.length !== 4) return false;
+    const n = u32(v);
+    const ok = last === undefined || n === last + 1;
+    last = n;
+    return ok;
+  });
+}
+const isU32 = answersValue((v) => v.length === 4);
 
 export interface RuntimeBenchOptions {
   rounds: number;
   calls: number;
   quick: boolean;
   log(line: string): void;
+  /** Where each workload's calls and wrong answers are counted. */
+  errors: ErrorTally;
 }
 
 async function inThreadEcho(): Promise<(a: Uint8Array) => unknown> {
@@ -30,6 +53,20 @@ async function inThreadEcho(): Promise<(a: Uint8Array) => unknown> {
   return (a) => instance.invoke(undefined, a);
 }
 
+/** Times one call (or a few steps) `times` times, checking each; a wrong one is counted, not timed. */
+async function timedOnce(o: RuntimeBenchOptions, workload: string, times: number, before: () => void, run: () => Promise<Answer>, check: (r: Answer) => boolean): Promise<number[]> {
+  const ms: number[] = [];
+  for (let i = 0; i < times; i++) {
+    before();
+    const t = performance.now();
+    const wrong = await checked(run, check);
+    const took = performance.now() - t;
+    if (wrong === undefined) ms.push(took);
+    o.errors.add(workload, 1, wrong === undefined ? 0 : 1, wrong);
+  }
+  return ms;
+}
+
 async function callCosts(o: RuntimeBenchOptions): Promise<Record<string, number>> {
   const inThread = await inThreadEcho();
   const manager = await RuntimeManager.create({ workers: 2 });
@@ -37,28 +74,21 @@ async function callCosts(o: RuntimeBenchOptions): Promise<Record<string, number>
     const echo = await manager.load(await fixture('echo'));
     const s = { inthread: [] as number[], seq: [] as number[], piped: [] as number[] };
     for (let r = 0; r < o.rounds; r++) {
-      s.inthread.push(await perCallUs(o.calls, () => inThread(args)));
-      s.seq.push(await perCallUs(o.calls, () => echo.invoke(ctx, undefined, args)));
-      s.piped.push(await pipelinedUs(o.calls, 16, () => echo.invoke(ctx, undefined, args)));
+      s.inthread.push(o.errors.timed('in-thread echo (jco, no worker)', await perCallUs(o.calls, () => inThread(args), returns(args))));
+      s.seq.push(o.errors.timed('Runtime API echo, sequential', await perCallUs(o.calls, () => echo.invoke(ctx, undefined, args), echoes)));
+      s.piped.push(o.errors.timed('Runtime API echo, 16 in flight', await pipelinedUs(o.calls, 16, () => echo.invoke(ctx, undefined, args), echoes)));
     }
     o.log(`  in-thread vs Runtime API: ${o.rounds} rounds of ${o.calls} calls`);
 
-    const created: number[] = [];
-    for (let i = 0; i < (o.quick ? 10 : 30); i++) {
-      echo.evictIdle(Date.now() + 1);
-      const t = performance.now();
-      await echo.invoke(ctx, undefined, args);
-      created.push(performance.now() - t);
-    }
+    const created = await timedOnce(o, 'new controller + echo call', o.quick ? 10 : 30, () => echo.evictIdle(Date.now() + 1), () => echo.invoke(ctx, undefined, args), echoes);
     // a distinct custom section makes a new hash with the same behaviour: compile + controller + call
-    const first: number[] = [];
-    for (let i = 0; i < (o.quick ? 5 : 10); i++) {
-      const unique = withCustomSection(await fixture('counter'), `bench-${i}-${Date.now()}`);
-      const t = performance.now();
+    const counter = await fixture('counter');
+    let unique = counter;
+    let i = 0;
+    const first = await timedOnce(o, 'load + first call (counter)', o.quick ? 5 : 10, () => (unique = withCustomSection(counter, `bench-${i++}-${Date.now()}`)), async () => {
       const rt = await manager.load(unique);
-      await rt.invoke(ctx, undefined, args);
-      first.push(performance.now() - t);
-    }
+      return rt.invoke(ctx, undefined, args);
+    }, countsOne);
     return {
       inthread_call_us: median(s.inthread),
       runtime_call_us: median(s.seq),
@@ -72,7 +102,7 @@ async function callCosts(o: RuntimeBenchOptions): Promise<Record<string, number>
 }
 
 /** RSS of idle controllers: `modules` distinct modules with `perModule` controllers each. */
-async function idleRss(modules: number, perModule: number): Promise<{ kib: number; live: number }> {
+async function idleRss(o: RuntimeBenchOptions, modules: number, perModule: number): Promise<{ kib: number; live: number }> {
   const manager = await RuntimeManager.create({ workers: 2, maxControllers: 13_000 });
   try {
     const echo = await fixture('echo');
@@ -81,7 +111,9 @@ async function idleRss(modules: number, perModule: number): Promise<{ kib: numbe
     for (let i = 0; i < modules; i++) {
       const rt = await manager.load(withCustomSection(echo, `idle-${i}`));
       // perModule calls at once, none idle yet: each gets a controller of its own
-      await Promise.all(Array.from({ length: perModule }, () => rt.invoke(ctx, undefined, args)));
+      const wrong = await Promise.all(Array.from({ length: perModule }, () => checked(() => rt.invoke(ctx, undefined, args), echoes)));
+      const bad = wrong.filter((w) => w !== undefined);
+      o.errors.add(`idle RSS: echo calls, ${perModule} at once per module`, perModule, bad.length, bad[0]);
     }
     const live = manager.stats().liveControllers;
     return { kib: (process.memoryUsage().rss - before) / 1024, live };
@@ -104,14 +136,17 @@ async function kvCosts(o: RuntimeBenchOptions, commitMode: 'grouped' | 'per-call
     const n = o.quick ? 300 : 1000;
     const key = new TextEncoder().encode('n');
     const s = { echo: [] as number[], get: [] as number[], getSet: [] as number[], write: [] as number[] };
+    const w = (name: string) => `KV (${commitMode} commits): ${name}`;
+    // `fail` increments and then errs, rolled back: so every `incr` is one more than the last
+    const increments = incrementsByOne();
     for (let r = 0; r < o.rounds; r++) {
-      s.echo.push(await perCallUs(n, () => echo.invoke(ctx, undefined, args)));
-      s.get.push(await perCallUs(n, () => kv.invoke({ ...ctx, kvAccess: 'read' }, 'get', key)));
-      s.getSet.push(await perCallUs(n, () => kv.invoke(ctx, 'fail', args)));
-      s.write.push(await perCallUs(n, () => kv.invoke(ctx, undefined, args)));
+      s.echo.push(o.errors.timed(w('echo'), await perCallUs(n, () => echo.invoke(ctx, undefined, args), echoes)));
+      s.get.push(o.errors.timed(w('get'), await perCallUs(n, () => kv.invoke({ ...ctx, kvAccess: 'read' }, 'get', key), getsU32)));
+      s.getSet.push(o.errors.timed(w('fail (get + set, then err)'), await perCallUs(n, () => kv.invoke(ctx, 'fail', args), answersGuestError)));
+      s.write.push(o.errors.timed(w('incr, sequential'), await perCallUs(n, () => kv.invoke(ctx, undefined, args), increments)));
     }
     let i = 0;
-    const perWrite = await pipelinedUs(n * 2, 32, () => kv.invoke({ ...ctx, tenant: `t${i++ % 32}` }, undefined, args));
+    const perWrite = o.errors.timed(w('incr, 32 in flight over 32 tenants'), await pipelinedUs(n * 2, 32, () => kv.invoke({ ...ctx, tenant: `t${i++ % 32}` }, undefined, args), isU32));
     return {
       callUs: median(s.write),
       getUs: median(s.get) - median(s.echo),
@@ -128,10 +163,10 @@ async function kvCosts(o: RuntimeBenchOptions, commitMode: 'grouped' | 'per-call
 
 export async function runtimeBench(o: RuntimeBenchOptions): Promise<Record<string, number>> {
   const rows = await callCosts(o);
-  const one = await idleRss(o.quick ? 60 : 200, 2);
+  const one = await idleRss(o, o.quick ? 60 : 200, 2);
   rows.idle_controller_kib = one.kib / one.live;
   o.log(`  idle RSS: ${one.live} controllers of ${o.quick ? 60 : 200} modules`);
-  const many = await idleRss(50, 20);
+  const many = await idleRss(o, 50, 20);
   rows.idle_1000_controllers_mib = many.kib / 1024;
   rows.idle_1000_controllers_live = many.live;
   o.log(`  idle RSS: ${many.live} controllers of 50 modules`);

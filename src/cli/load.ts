@@ -1,11 +1,22 @@
 // A bounded load against a plughost (or any server of PluginService): unary calls kept
 // `concurrency` in flight, or one Stream keeping `concurrency` items outstanding. Used by
 // `plughost bench` and by the benchmarks' load process. grpc-js client, one channel per run.
-import { Metadata, credentials, makeGenericClientConstructor, type Client, type ClientDuplexStream } from '@grpc/grpc-js';
+// A call counts in `ops` only if it answered a value (and, with `expect`, the expected
+// one); every other outcome (a failed call, a guest error, a wrong value, a stream item
+// left unanswered when the stream failed or ended) counts in `errors` instead.
+import { Metadata, credentials, makeGenericClientConstructor, type Client, type ClientDuplexStream, type ClientUnaryCall } from '@grpc/grpc-js';
 import { create } from '@bufbuild/protobuf';
+import { FailureKind, type CallOutcome } from '../../gen/plughost/v1/outcome_pb.js';
 import { InvokeRequestSchema, PluginService, StreamRequestSchema, type InvokeRequest, type InvokeResponse, type StreamRequest, type StreamResponse } from '../../gen/plughost/v1/plugin_pb.js';
 import { grpcServiceDefinition } from '../service/grpc-definition.js';
 import { percentile } from '../util/stats.js';
+
+/**
+ * What a call must answer to count as done: `'echo'` = its args back, `{ hex }` = exactly
+ * these bytes. Absent: any value (only failures and guest errors count as errors).
+ * Plain JSON, so that a job can cross IPC.
+ */
+export type LoadExpect = 'echo' | { hex: string };
 
 export interface LoadJob {
   address: string;
@@ -19,60 +30,142 @@ export interface LoadJob {
   function?: string;
   /** PEM of the CA to trust: TLS instead of plaintext. */
   ca?: string;
+  expect?: LoadExpect;
+  /** Shorthand for `expect: 'echo'`. */
+  expectEcho?: boolean;
 }
 
 export interface LoadResult {
+  /** Calls (or stream items) that answered the expected value. */
   ops: number;
   seconds: number;
+  /** ops / seconds: calls that did not answer rightly are not in it. */
   opsPerSec: number;
+  /** Latencies of the calls in `ops`. */
   p50Us: number;
   p99Us: number;
+  /** Calls or items that failed, answered a guest error or a wrong value, or were never answered. */
   errors: number;
+  /** What the first error was, when there was one. */
+  firstError?: string;
 }
 
-type Unary = (req: InvokeRequest, md: Metadata, cb: (e: Error | null, r?: InvokeResponse) => void) => void;
+/** The args of a load of `bytes` bytes: a repeating 0..255 pattern. */
+export const loadArgs = (bytes: number): Uint8Array => new Uint8Array(bytes).map((_, i) => i & 0xff);
+
+/**
+ * Grace past `seconds`: calls or items still unanswered then are cancelled (and count as
+ * errors), so a stuck server cannot hang a load. Not a per-call deadline: that would put
+ * a grpc-timeout header, and a timer on the server, on every call measured.
+ */
+const GRACE_MS = 30_000;
+
+type Unary = (req: InvokeRequest, md: Metadata, cb: (e: Error | null, r?: InvokeResponse) => void) => ClientUnaryCall;
 type PluginClient = Client & { invoke: Unary; stream(md: Metadata): ClientDuplexStream<StreamRequest, StreamResponse> };
 const Ctor = makeGenericClientConstructor(grpcServiceDefinition(PluginService), 'PluginService');
 
-async function unary(client: PluginClient, md: Metadata, job: LoadJob, args: Uint8Array, latencies: number[]): Promise<{ ops: number; errors: number }> {
+const equalBytes = (a: Uint8Array, b: Uint8Array) => a.length === b.length && Buffer.compare(a, b) === 0;
+const hex = (b: Uint8Array, max = 16) => `${Buffer.from(b.subarray(0, max)).toString('hex')}${b.length > max ? '…' : ''} (${b.length} B)`;
+
+/** A call's result -> undefined when it is the expected one, else what is wrong with it. */
+type Checker = (result: InvokeResponse['result'] | CallOutcome['result'] | undefined) => string | undefined;
+
+function checker(job: LoadJob, args: Uint8Array): Checker {
+  const expect = job.expect ?? (job.expectEcho ? 'echo' : undefined);
+  const want = expect === undefined ? undefined : expect === 'echo' ? args : new Uint8Array(Buffer.from(expect.hex, 'hex'));
+  return (result) => {
+    if (result?.case === 'guestError') return `guest error: ${result.value}`;
+    if (result?.case === 'failure') return `failure ${FailureKind[result.value.kind] ?? result.value.kind}: ${result.value.message}`;
+    if (result?.case !== 'value') return 'no result';
+    if (want && !equalBytes(result.value, want)) return `wrong value: ${hex(result.value)}, expected ${hex(want)}`;
+    return undefined;
+  };
+}
+
+interface Counts {
+  ops: number;
+  errors: number;
+  firstError?: string;
+}
+
+function countError(c: Counts, what: string, n = 1) {
+  c.errors += n;
+  c.firstError ??= what;
+}
+
+async function unary(client: PluginClient, md: Metadata, job: LoadJob, args: Uint8Array, latencies: number[]): Promise<Counts> {
   const request = create(InvokeRequestSchema, { module: job.module, function: job.function, args });
+  const check = checker(job, args);
   const end = performance.now() + job.seconds * 1000;
-  let ops = 0;
-  let errors = 0;
-  await Promise.all(Array.from({ length: job.concurrency }, async () => {
-    while (performance.now() < end) {
-      const t = performance.now();
-      const ok = await new Promise<boolean>((resolve) => client.invoke(request, md, (e, r) => resolve(!e && r?.result.case === 'value')));
-      latencies.push((performance.now() - t) * 1000);
-      ops++;
-      if (!ok) errors++;
-    }
-  }));
-  return { ops, errors };
+  const c: Counts = { ops: 0, errors: 0 };
+  const inFlight = new Set<ClientUnaryCall>();
+  const watchdog = setTimeout(() => {
+    countError(c, `call: no answer ${GRACE_MS} ms past the load's end`, 0);
+    for (const call of inFlight) call.cancel();
+  }, job.seconds * 1000 + GRACE_MS);
+  try {
+    await Promise.all(Array.from({ length: job.concurrency }, async () => {
+      while (performance.now() < end) {
+        const t = performance.now();
+        let call: ClientUnaryCall | undefined;
+        const wrong = await new Promise<string | undefined>((resolve) => {
+          call = client.invoke(request, md, (e, r) => resolve(e ? `call failed: ${e.message}` : check(r?.result)));
+          inFlight.add(call);
+        });
+        inFlight.delete(call!);
+        if (wrong === undefined) {
+          latencies.push((performance.now() - t) * 1000);
+          c.ops++;
+        } else countError(c, wrong);
+      }
+    }));
+  } finally {
+    clearTimeout(watchdog);
+  }
+  return c;
 }
 
 /** One bidi stream keeping `concurrency` items outstanding; the server's window is the same. */
-function stream(client: PluginClient, md: Metadata, job: LoadJob, args: Uint8Array, latencies: number[]): Promise<{ ops: number; errors: number }> {
+function stream(client: PluginClient, md: Metadata, job: LoadJob, args: Uint8Array, latencies: number[]): Promise<Counts> {
   const call = client.stream(md);
+  const check = checker(job, args);
   const sentAt = new Map<bigint, number>();
   const end = performance.now() + job.seconds * 1000;
   let next = 0n;
   let stop = false;
-  let ops = 0;
-  let errors = 0;
+  const c: Counts = { ops: 0, errors: 0 };
   const fill = () => {
     while (!stop && sentAt.size < job.concurrency) {
       sentAt.set(next, performance.now());
       if (!call.write(create(StreamRequestSchema, { kind: { case: 'item', value: { id: next++, args } } }))) break;
     }
   };
-  return new Promise((resolve, reject) => {
+  return new Promise((resolve) => {
+    let settled = false;
+    // a server that stops answering: cancel, and the outstanding items count as errors
+    const watchdog = setTimeout(() => {
+      countError(c, `stream: no end ${GRACE_MS} ms past the load's end`, 0);
+      call.cancel();
+    }, job.seconds * 1000 + GRACE_MS);
+    /** The stream is over: whatever is still outstanding was never answered. */
+    const settle = (why: string | undefined) => {
+      if (settled) return;
+      settled = true;
+      stop = true;
+      clearTimeout(watchdog);
+      if (why !== undefined) countError(c, why, Math.max(1, sentAt.size));
+      else if (sentAt.size > 0) countError(c, `stream ended with ${sentAt.size} items unanswered`, sentAt.size);
+      sentAt.clear();
+      resolve(c);
+    };
     call.on('data', (r: StreamResponse) => {
       const t = sentAt.get(r.id);
       sentAt.delete(r.id);
-      if (r.outcome?.result.case !== 'value') errors++;
-      if (t !== undefined) latencies.push((performance.now() - t) * 1000);
-      ops++;
+      const wrong = t === undefined ? `stream: an answer for item ${r.id}, which is not outstanding` : check(r.outcome?.result);
+      if (wrong === undefined) {
+        latencies.push((performance.now() - t!) * 1000);
+        c.ops++;
+      } else countError(c, wrong);
       if (!stop && performance.now() >= end) {
         stop = true;
         call.end();
@@ -80,8 +173,8 @@ function stream(client: PluginClient, md: Metadata, job: LoadJob, args: Uint8Arr
       fill();
     });
     call.on('drain', fill);
-    call.on('end', () => resolve({ ops, errors }));
-    call.on('error', reject);
+    call.on('end', () => settle(undefined));
+    call.on('error', (e: Error) => settle(`stream failed: ${e.message}`));
     call.write(create(StreamRequestSchema, { kind: { case: 'options', value: { module: job.module, function: job.function, window: Math.min(job.concurrency, 1024) } } }));
     fill();
   });
@@ -92,13 +185,13 @@ export async function runLoad(job: LoadJob): Promise<LoadResult> {
   const client = new Ctor(job.address, creds, { 'grpc.max_receive_message_length': 64 << 20 }) as unknown as PluginClient;
   const md = new Metadata();
   md.set('authorization', `Bearer ${job.token}`);
-  const args = new Uint8Array(job.bytes).map((_, i) => i & 0xff);
+  const args = loadArgs(job.bytes);
   const latencies: number[] = [];
   try {
     const start = performance.now();
-    const { ops, errors } = await (job.mode === 'stream' ? stream : unary)(client, md, job, args, latencies);
+    const c = await (job.mode === 'stream' ? stream : unary)(client, md, job, args, latencies);
     const seconds = (performance.now() - start) / 1000;
-    return { ops, seconds, opsPerSec: ops / seconds, p50Us: percentile(latencies, 50), p99Us: percentile(latencies, 99), errors };
+    return { ops: c.ops, seconds, opsPerSec: c.ops / seconds, p50Us: percentile(latencies, 50), p99Us: percentile(latencies, 99), errors: c.errors, ...(c.firstError !== undefined && { firstError: c.firstError }) };
   } finally {
     client.close();
   }
