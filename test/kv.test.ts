@@ -33,7 +33,7 @@ test.serial('every single-key operation works through a guest, and the guest rea
 });
 
 test.serial('a guest error, a trap and a timeout each leave the store exactly as before the call', async (t) => {
-  const { kv } = await kvRuntime(t, { caps: { maxExecutionMs: 300 } });
+  const { kv } = await kvRuntime(t, { limits: { maxExecutionMs: 300 } });
   t.is(readU32(valueOf(await kv.invoke(ctx(), undefined, none))), 1);
   t.deepEqual(await kv.invoke(ctx(), 'fail', none), { ok: false, guestError: 'rolled back by the guest' });
   t.true(isPlughostError(await t.throwsAsync(kv.invoke(ctx(), 'trap', none)), 'TRAP'));
@@ -132,7 +132,7 @@ test.serial('batch and range operations: byte order, bounds, limit, reverse, rea
 
 test.serial('every batch and range operation works through a guest, and a function that is not writeable gets read-only KV', async (t) => {
   const store = lmdbStore(t);
-  const m = await manager(t, { store, caps: { kv: { maxBatchItems: 8 } } });
+  const m = await manager(t, { store, limits: { kv: { maxBatchItems: 8 } } });
   const g = await m.load(await fixture('kv-batch'), { name: 'kv-batch' });
   const call = async (fn: string, args: Uint8Array) => valueOf(await g.invoke(ctx(), fn, args));
   const keys = ['b', 'a', 'ab', 'c', 'é', 'z', 'a/b', ''];

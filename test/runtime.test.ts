@@ -24,7 +24,7 @@ test.serial('linear memory persists across calls from different contexts on one 
 });
 
 test.serial('the semaphore caps controllers in use at maxPoolSize under 10x oversubscription, and gives permits back', async (t) => {
-  const m = await manager(t, { caps: { maxPoolSize: 2 } });
+  const m = await manager(t, { limits: { maxPoolSize: 2 } });
   const counter = await m.load(await fixture('counter'));
   let maxInUse = 0;
   let maxLive = 0;
@@ -52,7 +52,7 @@ test.serial('the semaphore caps controllers in use at maxPoolSize under 10x over
 });
 
 test.serial('a waiter past its deadline fails with POOL_EXHAUSTED, and cancellation stops a waiting call', async (t) => {
-  const m = await manager(t, { caps: { maxPoolSize: 1 } });
+  const m = await manager(t, { limits: { maxPoolSize: 1 } });
   const echo = await m.load(await fixture('echo'));
   const held = await echo.acquire({}, { deadline: Date.now() + 1000 });
   const started = Date.now();
@@ -85,7 +85,7 @@ test.serial('a guest err keeps the controller; a trap drops it and the next call
 });
 
 test.serial('an infinite loop times out within its limit + 100 ms while other modules and the main thread keep going', async (t) => {
-  const m = await manager(t, { caps: { maxExecutionMs: 300 } });
+  const m = await manager(t, { limits: { maxExecutionMs: 300 } });
   const faults = await m.load(await fixture('faults'));
   const echo = await m.load(await fixture('echo'));
   await echo.invoke(ctx(), undefined, none);
@@ -116,7 +116,7 @@ test.serial('an infinite loop times out within its limit + 100 ms while other mo
 });
 
 test.serial('calls are not queued behind a call that has run long while another worker can take them', async (t) => {
-  const m = await manager(t, { caps: { maxExecutionMs: 3000 } });
+  const m = await manager(t, { limits: { maxExecutionMs: 3000 } });
   const faults = await m.load(await fixture('faults'));
   const echo = await m.load(await fixture('echo'));
   let looping = true;
@@ -130,7 +130,7 @@ test.serial('calls are not queued behind a call that has run long while another 
 });
 
 test.serial('a memory bomb hits the memory cap cleanly and the runtime keeps working', async (t) => {
-  const m = await manager(t, { caps: { maxMemoryBytes: 4 << 20 } });
+  const m = await manager(t, { limits: { maxMemoryBytes: 4 << 20 } });
   const faults = await m.load(await fixture('faults'));
   const e = await t.throwsAsync(faults.invoke(ctx(), 'bomb', none));
   t.true(isPlughostError(e, 'MEMORY_LIMIT'), String(e));
@@ -159,7 +159,7 @@ test.serial('init runs once per controller, and its time counts against the call
   const runs = [];
   for (let i = 0; i < 4; i++) runs.push(readU32(valueOf(await r.invoke(ctx(), undefined, none))));
   t.deepEqual(runs, [1, 1, 1, 1]);
-  const tight = await manager(t, { caps: { maxExecutionMs: 1 } });
+  const tight = await manager(t, { limits: { maxExecutionMs: 1 } });
   const slow = await tight.load(await fixture('slow-init'));
   t.true(isPlughostError(await t.throwsAsync(slow.invoke(ctx(), undefined, none)), 'TIMEOUT'));
 });

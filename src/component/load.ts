@@ -27,6 +27,8 @@ export interface CompiledComponent {
   readonly coreModules: Record<string, WebAssembly.Module>;
   /** Which plugin exports the component has. */
   readonly exports: ReadonlySet<PluginExport>;
+  /** The `host` functions the component imports, by their WIT names (`kv-get`, `log`...). */
+  readonly hostImports: ReadonlySet<string>;
   readonly maxMemoryBytes: number;
   readonly timings: { transpileMs: number; compileMs: number };
 }
@@ -121,12 +123,17 @@ export async function compileComponent(bytes: Uint8Array, options: { maxMemoryBy
   const names = new Set(exported.map(([n]) => n));
   const exports = new Set<PluginExport>(['invoke']);
   for (const e of OPTIONAL_EXPORTS) if (names.has(e)) exports.add(e);
+  const hostImports = new Set<string>();
+  for (const m of Object.values(coreModules)) {
+    for (const i of WebAssembly.Module.imports(m)) if (i.module === HOST_INTERFACE) hostImports.add(i.name);
+  }
   return {
     hash: hashOf(bytes),
     sizeBytes: bytes.length,
     glue: prepareGlue(glueSource),
     coreModules,
     exports,
+    hostImports,
     maxMemoryBytes: maxPages * WASM_PAGE,
     timings: { transpileMs: t1 - t0, compileMs: performance.now() - t1 },
   };

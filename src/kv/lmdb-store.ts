@@ -1,153 +1,121 @@
-// The embedded, durable KV store on LMDB. Reads see three layers: a transaction's own
-// buffer (in transaction.ts), this store's overlay of committed writes not yet on disk,
-// and LMDB. Commits from every scope that arrive in one event turn share one LMDB
-// transaction and one flush; a commit resolves only once its writes are durable.
-import { open, type Database, type RootDatabase } from 'lmdb';
+// The embedded, durable KV store on LMDB. The main thread is its only writer: a call's
+// writes (buffered by its transaction, in a worker or here) are committed here, and
+// commits from every scope that arrive in one event turn share one LMDB transaction and
+// one flush. Runtime workers read the same environment directly (`local`). A scope's
+// writers are serialized by its lock, held from before the call runs until its commit is
+// visible; a commit resolves only once its writes are durable.
 import { mkdirSync } from 'node:fs';
-import { ScopeLocks } from './scope-locks.js';
-import { fromMapKey, mapKey, scopeKeys, type ScopeKeys } from './keys.js';
-import { LmdbTransaction } from './transaction.js';
-import type { KvAccess, KvLimits, KvScope, KvStore, KvTransaction } from './types.js';
+import { KvOpError } from './kv-error.js';
+import { scopeKeys, type ScopeKeys } from './keys.js';
+import { LmdbReader, openLmdbEnv, type LmdbEnv } from './lmdb-env.js';
+import { ScopeLocks, slotOf } from './scope-locks.js';
+import { KvTxn } from './txn.js';
+import type { KvAccess, KvCommit, KvLimits, KvScope, KvStore, KvTransaction, KvWrite } from './types.js';
 
 export interface LmdbKvStoreOptions {
   /** Directory of the LMDB environment (created if missing). */
   path: string;
   /** `grouped` (default) shares one durable LMDB commit among concurrent calls; `per-call` commits each alone with its own fsync (for comparison). */
   commitMode?: 'grouped' | 'per-call';
-  /** How long a writing call waits for its scope's lock before its KV operation fails. */
+  /** The most a writing call waits for its scope's lock before it fails (default 10 s; the call's deadline lowers it). */
   lockTimeoutMs?: number;
 }
 
-/** A stored value, or null for a deletion. */
-export type Layer = Map<string, Uint8Array | null>;
-
-export interface Range {
-  lo?: Buffer;
-  hi?: Buffer;
-  reverse: boolean;
-}
-
 export class LmdbKvStore implements KvStore {
-  private readonly root: RootDatabase;
-  private readonly db: Database<Buffer, Buffer>;
-  /** Committed writes not yet in LMDB, by stored key (latin1). */
-  private readonly overlay: Layer = new Map();
-  private readonly counts = new Map<string, number>();
+  private readonly env: LmdbEnv;
+  private readonly reader: LmdbReader;
+  /** Write locks of the scopes, in shared memory: workers take them, this thread releases them. */
   readonly locks = new ScopeLocks();
   readonly lockTimeoutMs: number;
   private readonly commitMode: 'grouped' | 'per-call';
+  /** Where workers open the same environment to read it. */
+  readonly local: { path: string; commitMode: 'grouped' | 'per-call'; locks: SharedArrayBuffer };
+  /** Commits started / made durable, numbered in order (a flush covers every earlier commit). */
+  private startedEpoch = 0;
+  private durableEpoch = 0;
+  private durableWaiters: { epoch: number; resolve(): void }[] = [];
   private readonly writing = new Set<Promise<unknown>>();
   private closed = false;
 
   constructor(options: LmdbKvStoreOptions) {
     mkdirSync(options.path, { recursive: true });
-    // per-call: no overlapping sync, so each transactionSync pays its own fsync, as a naive store would
-    this.root = open({ path: options.path, noSync: false, overlappingSync: options.commitMode !== 'per-call' });
-    this.db = this.root.openDB<Buffer, Buffer>({ name: 'kv', keyEncoding: 'binary', encoding: 'binary' });
     this.commitMode = options.commitMode ?? 'grouped';
-    this.lockTimeoutMs = options.lockTimeoutMs ?? 2000;
+    this.env = openLmdbEnv({ path: options.path, commitMode: this.commitMode });
+    this.reader = new LmdbReader(this.env);
+    this.lockTimeoutMs = options.lockTimeoutMs ?? 10_000;
+    this.local = { path: options.path, commitMode: this.commitMode, locks: this.locks.sab };
   }
 
-  begin(scope: KvScope, access: KvAccess, limits: KvLimits): KvTransaction {
+  /** A transaction served on this thread (the host-call bridge, and tests of the store). */
+  begin(scope: KvScope, access: KvAccess, limits: KvLimits, options: { lockHeld?: boolean } = {}): KvTransaction {
     if (this.closed) throw new Error('the KV store is closed');
-    return new LmdbTransaction(this, scopeKeys(scope), access, limits);
+    return new MainThreadTransaction(this, scope, access, limits, options.lockHeld === true);
   }
 
-  /** The committed value of a stored key (overlay, then LMDB). */
-  read(key: Buffer): Uint8Array | undefined {
-    const o = this.overlay.get(mapKey(key));
-    if (o !== undefined) return o ?? undefined;
-    return this.db.get(key) ?? undefined;
+  /** Serializes a scope's writers: resolves to the release, or fails after `timeoutMs` (at most lockTimeoutMs). */
+  lockScope(scope: KvScope, timeoutMs = this.lockTimeoutMs): Promise<() => void> {
+    return this.locks.acquire(lockIdOf(scope), Math.min(timeoutMs, this.lockTimeoutMs));
   }
 
-  /**
-   * Committed entries of a scope in [lo, hi), in key order (or reverse), with `top` laid
-   * over them (a transaction's buffer). Lazy: stop iterating to stop reading.
-   */
-  *scan(scope: ScopeKeys, range: Range, top: Layer): Generator<[Buffer, Uint8Array]> {
-    const lo = range.lo ?? scope.prefix;
-    const hi = range.hi ?? scope.above;
-    const inRange = (k: Buffer) => Buffer.compare(k, lo) >= 0 && Buffer.compare(k, hi) < 0;
-    const layered = new Map<string, Uint8Array | null>();
-    for (const layer of [this.overlay, top]) {
-      for (const [k, v] of layer) if (inRange(fromMapKey(k))) layered.set(k, v);
-    }
-    const over = [...layered.keys()].sort();
-    if (range.reverse) over.reverse();
-    const before = (a: string, b: string) => (range.reverse ? a > b : a < b);
-    // LMDB's reverse range is (end, start]: start at hi, skip hi itself, stop below lo
-    const base = range.reverse
-      ? this.db.getRange({ start: hi, end: scope.below, reverse: true })
-      : this.db.getRange({ start: lo, end: hi });
-    let i = 0;
-    for (const { key, value } of base) {
-      if (range.reverse && (Buffer.compare(key, hi) >= 0 || Buffer.compare(key, lo) < 0)) {
-        if (Buffer.compare(key, lo) < 0) break;
-        continue;
-      }
-      const k = mapKey(key);
-      while (i < over.length && before(over[i]!, k)) {
-        const v = layered.get(over[i]!);
-        if (v) yield [fromMapKey(over[i]!), v];
-        i++;
-      }
-      if (i < over.length && over[i] === k) {
-        const v = layered.get(over[i]!);
-        if (v) yield [key, v];
-        i++;
-        continue;
-      }
-      yield [key, value];
-    }
-    for (; i < over.length; i++) {
-      const v = layered.get(over[i]!);
-      if (v) yield [fromMapKey(over[i]!), v];
-    }
-  }
-
-  /** Committed entries in the scope (counted once, then kept up to date by commits). */
-  entryCount(scope: ScopeKeys): number {
-    let n = this.counts.get(scope.id);
-    if (n === undefined) {
-      n = 0;
-      for (const _ of this.scan(scope, { reverse: false }, new Map())) n++;
-      this.counts.set(scope.id, n);
-    }
-    return n;
+  /** @internal the reader of committed data on this thread */
+  get mainReader(): LmdbReader {
+    return this.reader;
   }
 
   /**
-   * Makes a transaction's writes visible at once (the caller still holds the scope lock)
-   * and durable soon; the returned promise resolves when they are on disk.
+   * Commits one call's writes atomically (the caller holds the scope's lock). `visible`
+   * resolves once readers see them (release the lock then), `durable` once on disk.
    */
-  apply(scope: ScopeKeys, writes: Layer): Promise<void> {
-    let delta = 0;
-    for (const [k, v] of writes) {
-      const existed = this.read(fromMapKey(k)) !== undefined;
-      delta += (v ? 1 : 0) - (existed ? 1 : 0);
-      this.overlay.set(k, v);
+  commit(scope: KvScope | ScopeKeys, c: KvCommit): { visible: Promise<void>; durable: Promise<void> } {
+    if (this.closed) {
+      const e = Promise.reject(new KvOpError('the KV store is closed'));
+      e.catch(() => {});
+      return { visible: e, durable: e };
     }
-    if (this.counts.has(scope.id)) this.counts.set(scope.id, this.counts.get(scope.id)! + delta);
+    const keys = 'id' in scope ? scope : scopeKeys(scope);
+    const epoch = ++this.startedEpoch;
+    const { db, counts } = this.env;
     const write = () => {
-      for (const [k, v] of writes) {
-        if (v) this.db.put(fromMapKey(k), Buffer.from(v.buffer, v.byteOffset, v.byteLength));
-        else this.db.remove(fromMapKey(k));
+      for (const [k, v] of c.writes) {
+        if (v) db.put(k, Buffer.from(v.buffer, v.byteOffset, v.byteLength));
+        else db.remove(k);
       }
+      // the count is kept once something counted it; every later commit keeps it exact
+      const stored = counts.get(keys.below);
+      const base = stored ?? c.baseCount;
+      if (base !== undefined && c.entryDelta !== 0) counts.put(keys.below, base + c.entryDelta);
+      else if (stored === undefined && c.baseCount !== undefined) counts.put(keys.below, c.baseCount);
     };
-    const committed = this.commitMode === 'grouped' ? this.db.transaction(write) : Promise.resolve(this.db.transactionSync(write));
-    const done = (async () => {
-      try {
-        await committed;
-      } finally {
-        // LMDB has them now; drop overlay entries that no later commit replaced
-        for (const [k, v] of writes) if (this.overlay.get(k) === v) this.overlay.delete(k);
-      }
-      await this.root.flushed;
+    const visible = this.commitMode === 'grouped' ? this.env.db.transaction(write).then(() => undefined) : Promise.resolve().then(() => void this.env.db.transactionSync(write));
+    const durable = (async () => {
+      await visible;
+      await this.env.root.flushed;
+      this.markDurable(epoch);
     })();
-    this.writing.add(done);
-    const forget = () => this.writing.delete(done);
-    done.then(forget, forget);
-    return done;
+    // a failed commit is the caller's to report; the store stays usable
+    durable.catch(() => this.markDurable(epoch));
+    this.writing.add(durable);
+    const forget = () => this.writing.delete(durable);
+    durable.then(forget, forget);
+    return { visible, durable };
+  }
+
+  /**
+   * For a call that read committed data: resolves once every commit started so far is
+   * durable (what it read may be one of them), or undefined when all are already.
+   */
+  readBarrier(): Promise<void> | undefined {
+    const epoch = this.startedEpoch;
+    if (this.durableEpoch >= epoch) return undefined;
+    return new Promise((resolve) => this.durableWaiters.push({ epoch, resolve }));
+  }
+
+  private markDurable(epoch: number): void {
+    if (epoch <= this.durableEpoch) return;
+    this.durableEpoch = epoch;
+    const ready = this.durableWaiters.filter((w) => w.epoch <= epoch);
+    this.durableWaiters = this.durableWaiters.filter((w) => w.epoch > epoch);
+    for (const w of ready) w.resolve();
   }
 
   /** Waits for writes in progress, then closes LMDB. */
@@ -155,6 +123,87 @@ export class LmdbKvStore implements KvStore {
     if (this.closed) return;
     this.closed = true;
     await Promise.allSettled([...this.writing]);
-    await this.root.close();
+    for (const w of this.durableWaiters.splice(0)) w.resolve();
+    await this.env.root.close();
+  }
+}
+
+/** The id a scope's write lock is found by (tenant and module name, unambiguously). */
+export function lockIdOf(scope: KvScope): string {
+  return `${scope.tenant.length}:${scope.tenant}\u0000${scope.module}`;
+}
+
+/** The lock slot of a scope, for workers that take it themselves. */
+export const lockSlotOf = (scope: KvScope): number => slotOf(lockIdOf(scope));
+
+/** A transaction whose operations run on the main thread, over the same KvTxn the workers use. */
+class MainThreadTransaction implements KvTransaction {
+  private readonly txn: KvTxn;
+  private release: (() => void) | undefined;
+  private locking: Promise<void> | undefined;
+  private state: 'open' | 'committed' | 'rolled-back' = 'open';
+
+  private readonly keys: ScopeKeys;
+
+  constructor(
+    private readonly store: LmdbKvStore,
+    private readonly scope: KvScope,
+    access: KvAccess,
+    limits: KvLimits,
+    private readonly lockHeld: boolean,
+  ) {
+    this.keys = scopeKeys(scope);
+    this.txn = new KvTxn(store.mainReader, this.keys, access, limits);
+  }
+
+  get didRead(): boolean {
+    return this.txn.didRead;
+  }
+
+  async apply(op: string, args: unknown[]): Promise<unknown> {
+    if (this.state !== 'open') throw new KvOpError(`${op}: the call's transaction is already finished`);
+    // a transaction that may write holds its scope's lock from its first operation: its reads stay valid until it commits
+    if (this.txn.access === 'write' && !this.lockHeld) await this.lock();
+    return this.txn.apply(op, args);
+  }
+
+  private lock(): Promise<void> {
+    this.locking ??= this.store.lockScope(this.scope).then((release) => {
+      if (this.state === 'open') this.release = release;
+      else release(); // the transaction ended while it waited
+    });
+    return this.locking;
+  }
+
+  pending(): KvCommit | undefined {
+    const writes: KvWrite[] = this.txn.writes();
+    return writes.length ? { writes, entryDelta: this.txn.entryDelta, baseCount: this.txn.baseCount } : undefined;
+  }
+
+  async commit(): Promise<boolean> {
+    if (this.state !== 'open') return false;
+    this.state = 'committed';
+    try {
+      const c = this.pending();
+      if (!c) return false;
+      const { visible, durable } = this.store.commit(this.keys, c);
+      await visible;
+      this.unlock();
+      await durable;
+      return true;
+    } finally {
+      this.unlock();
+    }
+  }
+
+  rollback(): void {
+    if (this.state !== 'open') return;
+    this.state = 'rolled-back';
+    this.unlock();
+  }
+
+  private unlock(): void {
+    this.release?.();
+    this.release = undefined;
   }
 }

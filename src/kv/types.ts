@@ -1,9 +1,17 @@
-// What the runtime needs from a key-value store. The store may live anywhere (this
-// process, a remote database): host imports reach it through the main thread's bridge,
-// so every operation may be async.
-import type { KvAccess } from '../runtime/protocol.js';
+// What the runtime needs from a key-value store. An embedded store (LMDB) is read by the
+// runtime workers directly and written by the main thread; any other store (a remote
+// database) is reached from the workers through the main thread's host-call bridge, so
+// its operations may be async.
+export { KvOpError } from './kv-error.js';
 
-export type { KvAccess };
+/** What a caller may do with KV; lowered to read for functions that are not writeable. */
+export type KvAccess = 'none' | 'read' | 'write';
+
+const ACCESS_ORDER: Record<KvAccess, number> = { none: 0, read: 1, write: 2 };
+
+export function lowerAccess(a: KvAccess, b: KvAccess): KvAccess {
+  return ACCESS_ORDER[a] <= ACCESS_ORDER[b] ? a : b;
+}
 
 /** Whose keys: a guest never names its scope and cannot leave it. */
 export interface KvScope {
@@ -20,22 +28,42 @@ export interface KvLimits {
   maxRangeEntries: number;
 }
 
+/** A stored key (scope prefix included) and its new value, or null for a deletion. */
+export type KvWrite = [Buffer, Uint8Array | null];
+
+/** One call's writes, as its transaction hands them to the store. */
+export interface KvCommit {
+  writes: KvWrite[];
+  /** Change in the scope's entry count. */
+  entryDelta: number;
+  /** The scope's entry count before the writes, if the transaction counted it. */
+  baseCount?: number | undefined;
+}
+
 /** One invocation's view of its scope: reads see its own writes; nothing is visible to others before commit. */
 export interface KvTransaction {
   /** Runs one host import by its jco name (`kvGet`, `kvSetBatch`...). Throws KvOpError for a guest-visible err. */
   apply(op: string, args: unknown[]): Promise<unknown>;
-  /** Makes the writes visible and durable; resolves once they are on disk. */
-  commit(): Promise<void>;
+  /** Whether it read committed data (its answer then waits until that data is durable). */
+  readonly didRead: boolean;
+  /** Makes the writes visible and durable; resolves once they are on disk, to whether there were any. */
+  commit(): Promise<boolean>;
   /** Forgets the writes. Safe to call more than once, and after commit (then it does nothing). */
   rollback(): void;
 }
 
 export interface KvStore {
-  begin(scope: KvScope, access: KvAccess, limits: KvLimits): KvTransaction;
+  /** A transaction whose operations run on the calling thread. `lockHeld`: the caller holds the scope's lock. */
+  begin(scope: KvScope, access: KvAccess, limits: KvLimits, options?: { lockHeld?: boolean }): KvTransaction;
+  /** Serializes a scope's writers; resolves to the release, or fails with KvOpError after `timeoutMs` (capped by the store's own limit). */
+  lockScope(scope: KvScope, timeoutMs?: number): Promise<() => void>;
+  /** Commits writes made by a transaction elsewhere (a worker); the caller holds the scope's lock. */
+  commit(scope: KvScope, c: KvCommit): { visible: Promise<void>; durable: Promise<void> };
+  /** Resolves once all data a reader could have seen is durable; undefined when it already is. */
+  readBarrier(): Promise<void> | undefined;
+  /** Set when runtime workers can open the store themselves and read it directly. */
+  readonly local?: { path: string; commitMode: 'grouped' | 'per-call'; locks: SharedArrayBuffer };
+  /** With `local`: the shared write locks workers take themselves (lmdb-store.ts lockSlotOf). */
+  readonly locks?: import('./scope-locks.js').ScopeLocks;
   close(): Promise<void>;
-}
-
-/** A refusal the guest sees as err(message): a limit, a denied write, a bad argument. */
-export class KvOpError extends Error {
-  override name = 'KvOpError';
 }

@@ -236,7 +236,7 @@ export class ModuleRegistry {
       name: a.name,
       version: a.version,
       sizeBytes: m.sizeBytes,
-      limits: effectiveLimits(this.options.manager.options.caps, m.limits),
+      limits: effectiveLimits(this.options.manager.options.limits, m.limits),
       pushedAt: a.pushedAt,
     };
   }

@@ -1,6 +1,6 @@
 // The per-call host state. The service builds one from the request's metadata; the
 // runtime installs it for exactly one call. The guest never sees the identity.
-import type { KvAccess } from './protocol.js';
+import type { KvAccess } from '../kv/types.js';
 
 export interface InvocationContext {
   /** Who is calling (from the token); used for logs, never passed to the guest. */
@@ -17,10 +17,4 @@ export interface InvocationContext {
   signal?: AbortSignal;
   /** Correlates logs of one request. */
   requestId?: string;
-}
-
-const ACCESS_ORDER: Record<KvAccess, number> = { none: 0, read: 1, write: 2 };
-
-export function lowerAccess(a: KvAccess, b: KvAccess): KvAccess {
-  return ACCESS_ORDER[a] <= ACCESS_ORDER[b] ? a : b;
 }

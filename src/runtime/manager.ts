@@ -1,30 +1,40 @@
-// Owns what all Runtimes share: the worker threads (and a warm spare), the process-wide
-// controller cap, idle eviction, the per-call registry the host-call bridge looks up, and
-// the Runtime cache by hash with single-flight compilation. `close()` waits for all of it.
+// The runtime as a library: compiles modules once (single-flight, by hash) into Runtimes,
+// owns the worker pool, the process-wide controller cap and idle eviction, and serves
+// the host calls that cross the bridge (KV of a store the workers cannot read, sql, run).
+// `close()` is bounded: calls still running after the grace period fail with UNAVAILABLE
+// and their workers are terminated.
 import { compileComponent, hashOf } from '../component/load.js';
-import { PlughostError, messageOf } from '../errors.js';
-import { KvOpError, type KvStore, type KvTransaction } from '../kv/types.js';
+import { PlughostError } from '../errors.js';
+import { KvOpError, type KvStore } from '../kv/types.js';
+import { KV_OPS } from '../kv/txn.js';
+import type { BridgedCall, CallServices } from './call.js';
 import type { InvocationContext } from './context.js';
+import type { PoolHost } from './module-pool.js';
 import { effectiveLimits, resolveRuntimeOptions, type ModuleLimitsInput, type RuntimeOptions, type RuntimeOptionsInput } from './options.js';
-import { Runtime, type RuntimeHostServices } from './runtime.js';
-import { WorkerHost, type HostCallHandler } from './worker-host.js';
+import { Runtime } from './runtime.js';
+import type { HostCallHandler, WorkerHost } from './worker-host.js';
+import { WorkerPool } from './worker-pool.js';
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error';
 
-export interface RuntimeManagerOptions extends RuntimeOptionsInput {
+export type RuntimeManagerOptions = RuntimeOptionsInput & {
   /** The KV store behind the kv-* host imports; without one they answer err. */
   store?: KvStore;
+  /**
+   * Let workers read the store themselves when it allows (the embedded LMDB store does):
+   * default true. False sends every KV operation over the host-call bridge, as for a
+   * remote store.
+   */
+  kvInWorkers?: boolean;
   /** Where guest `log` calls go. */
   onGuestLog?(entry: { level: LogLevel; message: string; ctx: InvocationContext; module: string }): void;
   /** Told what the runtime does, for metrics; each hook is optional and must not throw. */
   observer?: RuntimeObserver;
-}
+};
 
 export interface RuntimeObserver {
   /** A module was compiled (transpiled and its core modules compiled). */
   compiled?(seconds: number): void;
-  /** A guest called a KV host import (`kvGet`, `kvSet`, ...). */
-  kvOp?(op: string): void;
   /** A call's KV writes became durable, `seconds` after the call asked to commit. */
   kvCommitted?(seconds: number): void;
 }
@@ -35,87 +45,76 @@ export interface LoadOptions {
   limits?: ModuleLimitsInput;
 }
 
-interface CallState {
-  ctx: InvocationContext;
-  runtime: Runtime;
-  access: InvocationContext['kvAccess'];
-  txn?: KvTransaction;
-}
-
-const KV_OPS = new Set(['kvGet', 'kvSet', 'kvDel', 'kvExists', 'kvGetBatch', 'kvSetBatch', 'kvDelBatch', 'kvDelRange', 'kvKeys', 'kvEntries', 'kvCount']);
-
 export interface ManagerStats {
   workers: number;
   workerRestarts: number;
   liveControllers: number;
   runtimes: number;
   compilations: number;
+  /** KV operations guests made, by jco name (in workers and over the bridge). */
+  kvOps: Record<string, number>;
 }
 
-export class RuntimeManager implements RuntimeHostServices, HostCallHandler {
+/** Bytes of each worker's request and reply ring: calls and replies bigger than a quarter of it go by postMessage. */
+const RING_BYTES = 1 << 20;
+const KV_OP_SET = new Set(KV_OPS);
+
+export class RuntimeManager implements PoolHost, CallServices, HostCallHandler {
   readonly options: RuntimeOptions;
-  readonly workers: WorkerHost[] = [];
-  private spare: WorkerHost | undefined;
+  readonly store: KvStore | undefined;
+  readonly kvInWorkers: boolean;
+  private readonly pool: WorkerPool;
   private readonly runtimes = new Map<string, Runtime>();
   private readonly loading = new Map<string, Promise<Runtime>>();
-  private readonly calls = new Map<number, CallState>();
+  private readonly bridged = new Map<number, BridgedCall>();
+  private readonly bridgedKvOps = new Map<string, number>();
   private nextCall = 1;
   private nextController = 1;
   private nextModule = 1;
-  private nextWorker = 1;
   private liveControllers = 0;
-  private workerRestarts = 0;
   private compilations = 0;
   private closing: Promise<void> | undefined;
   private readonly evictTimer: NodeJS.Timeout;
 
   private constructor(private readonly settings: RuntimeManagerOptions) {
-    this.options = resolveRuntimeOptions(settings);
-    for (let i = 0; i < this.options.workers; i++) this.workers.push(this.startWorker());
-    this.spare = this.startWorker();
+    const { store, kvInWorkers, onGuestLog: _l, observer: _o, ...options } = settings;
+    this.options = resolveRuntimeOptions(options);
+    this.store = store;
+    this.kvInWorkers = kvInWorkers !== false && store?.local !== undefined;
+    this.pool = new WorkerPool({
+      count: this.options.workers,
+      hostCallTimeoutMs: this.options.hostCallTimeoutMs,
+      maxHeapMb: this.options.workerHeapMb,
+      spinUs: this.options.workerSpinUs,
+      ringBytes: RING_BYTES,
+      kv: this.kvInWorkers ? store!.local : undefined,
+      handler: this,
+      onLost: (w) => {
+        for (const r of this.runtimes.values()) r.workerLost(w);
+      },
+    });
     this.evictTimer = setInterval(() => this.evictIdle(), Math.min(1000, Math.max(10, this.options.idleTimeoutMs / 2)));
     this.evictTimer.unref();
   }
 
-  /** Starts the workers and waits until they can take requests. */
+  /** Starts the workers and waits until they can take calls. */
   static async create(options: RuntimeManagerOptions = {}): Promise<RuntimeManager> {
     const m = new RuntimeManager(options);
     try {
-      await Promise.all([...m.workers, m.spare!].map((w) => w.ready));
+      await m.pool.ready();
     } catch (e) {
-      await m.close();
-      throw new PlughostError('INTERNAL', `runtime workers failed to start: ${messageOf(e)}`, { cause: e });
+      await m.close(0);
+      throw e;
     }
     return m;
   }
 
+  get workers(): readonly WorkerHost[] {
+    return this.pool.workers;
+  }
+
   get acquireTimeoutMs(): number {
     return this.options.acquireTimeoutMs;
-  }
-
-  private startWorker(): WorkerHost {
-    return new WorkerHost({
-      id: this.nextWorker++,
-      hostCallTimeoutMs: this.options.hostCallTimeoutMs,
-      maxHeapMb: this.options.workerHeapMb,
-      handler: this,
-      onLost: (w) => this.replaceWorker(w),
-    });
-  }
-
-  /** A lost worker's slot goes to the warm spare at once; a new spare starts behind it. */
-  private replaceWorker(lost: WorkerHost): void {
-    if (this.closing) return;
-    if (lost === this.spare) {
-      this.spare = this.startWorker();
-      return;
-    }
-    const i = this.workers.indexOf(lost);
-    if (i < 0) return;
-    this.workerRestarts++;
-    this.workers[i] = this.spare?.alive ? this.spare : this.startWorker();
-    this.spare = this.startWorker();
-    for (const r of this.runtimes.values()) r.workerLost(lost);
   }
 
   /** The Runtime for these bytes, compiled once however many callers ask at the same time. */
@@ -124,7 +123,7 @@ export class RuntimeManager implements RuntimeHostServices, HostCallHandler {
     const hash = hashOf(bytes);
     const existing = this.runtimes.get(hash) ?? this.loading.get(hash);
     if (existing) return existing;
-    const limits = effectiveLimits(this.options.caps, options.limits);
+    const limits = effectiveLimits(this.options.limits, options.limits);
     const p = (async () => {
       this.compilations++;
       const t0 = performance.now();
@@ -147,11 +146,6 @@ export class RuntimeManager implements RuntimeHostServices, HostCallHandler {
     return this.runtimes.values();
   }
 
-  /** Called by a Runtime once a call's KV writes are durable. */
-  committed(seconds: number): void {
-    this.settings.observer?.kvCommitted?.(seconds);
-  }
-
   get(hash: string): Runtime | undefined {
     return this.runtimes.get(hash);
   }
@@ -162,25 +156,29 @@ export class RuntimeManager implements RuntimeHostServices, HostCallHandler {
     if (!r) return;
     this.runtimes.delete(hash);
     await r.close();
+    r.unloadFrom(this.pool.workers);
   }
 
   stats(): ManagerStats {
+    const kvOps = this.pool.kvOps();
+    for (const [op, n] of this.bridgedKvOps) kvOps[op] = (kvOps[op] ?? 0) + n;
     return {
-      workers: this.workers.filter((w) => w.alive).length,
-      workerRestarts: this.workerRestarts,
+      workers: this.pool.alive,
+      workerRestarts: this.pool.restarts,
       liveControllers: this.liveControllers,
       runtimes: this.runtimes.size,
       compilations: this.compilations,
+      kvOps,
     };
   }
 
-  // --- RuntimeHostServices ---
+  // --- PoolHost ---
 
   nextControllerId(): number {
     return this.nextController++;
   }
 
-  reserveController(requester: Runtime): void {
+  reserveController(requester: string): void {
     if (this.liveControllers >= this.options.maxControllers) {
       let victim: Runtime | undefined;
       let oldest = Infinity;
@@ -189,7 +187,7 @@ export class RuntimeManager implements RuntimeHostServices, HostCallHandler {
         if (t !== undefined && t < oldest) [victim, oldest] = [r, t];
       }
       if (!victim || !victim.evictOldest()) {
-        throw new PlughostError('POOL_EXHAUSTED', `the process-wide cap of ${this.options.maxControllers} live controllers is reached and none is idle (needed by ${requester.name})`);
+        throw new PlughostError('POOL_EXHAUSTED', `the process-wide cap of ${this.options.maxControllers} live controllers is reached and none is idle (needed by ${requester})`);
       }
     }
     this.liveControllers++;
@@ -199,29 +197,33 @@ export class RuntimeManager implements RuntimeHostServices, HostCallHandler {
     this.liveControllers--;
   }
 
-  beginCall(ctx: InvocationContext, runtime: Runtime, access: InvocationContext['kvAccess']) {
+  // --- CallServices ---
+
+  beginBridgedCall(state: BridgedCall): number {
     const callId = this.nextCall++;
-    const state: CallState = { ctx, runtime, access };
-    this.calls.set(callId, state);
-    return { callId, txn: () => state.txn };
+    this.bridged.set(callId, state);
+    return callId;
   }
 
-  endCall(callId: number): void {
-    this.calls.delete(callId);
+  endBridgedCall(callId: number): void {
+    this.bridged.delete(callId);
+  }
+
+  committed(seconds: number): void {
+    this.settings.observer?.kvCommitted?.(seconds);
   }
 
   // --- HostCallHandler: runs on the main thread for a worker blocked in a host import ---
 
   async hostCall(callId: number, op: string, args: unknown[]): Promise<{ ok: unknown } | { err: string }> {
-    const call = this.calls.get(callId);
+    const call = this.bridged.get(callId);
     if (!call) return { err: `${op}: no call in progress` };
-    if (!KV_OPS.has(op)) return { err: `${op} is not available: this caller serves no ${op === 'sql' ? 'queries' : 'plugin calls'}` };
-    this.settings.observer?.kvOp?.(op);
-    const store = this.settings.store;
+    if (!KV_OP_SET.has(op)) return { err: `${op} is not available: this caller serves no ${op === 'sql' ? 'queries' : 'plugin calls'}` };
+    this.bridgedKvOps.set(op, (this.bridgedKvOps.get(op) ?? 0) + 1);
+    const store = this.store;
     if (!store) return { err: `${op}: this server has no KV store` };
-    if (call.access === 'none') return { err: `${op}: KV access denied: the caller has no KV permission` };
     try {
-      call.txn ??= store.begin({ tenant: call.ctx.tenant, module: call.ctx.moduleName ?? call.runtime.name }, call.access, call.runtime.limits.kv);
+      call.txn ??= store.begin(call.scope, call.access, call.runtime.limits.kv, { lockHeld: call.lockHeld });
       return { ok: await call.txn.apply(op, args) };
     } catch (e) {
       if (e instanceof KvOpError) return { err: e.message };
@@ -230,7 +232,7 @@ export class RuntimeManager implements RuntimeHostServices, HostCallHandler {
   }
 
   log(callId: number, level: string, message: string): void {
-    const call = this.calls.get(callId);
+    const call = this.bridged.get(callId);
     if (call) this.settings.onGuestLog?.({ level: level as LogLevel, message: String(message).slice(0, 8192), ctx: call.ctx, module: call.runtime.name });
   }
 
@@ -239,14 +241,19 @@ export class RuntimeManager implements RuntimeHostServices, HostCallHandler {
     for (const r of this.runtimes.values()) r.evictIdle(olderThan);
   }
 
-  /** Drains every Runtime's calls in flight, then stops all workers. Idempotent. */
-  close(): Promise<void> {
+  /**
+   * Stops taking calls and lets those in flight finish for up to `graceMs` (default:
+   * shutdownGraceMs); then stops every worker, which fails calls still running with
+   * UNAVAILABLE. Idempotent.
+   */
+  close(graceMs = this.options.shutdownGraceMs): Promise<void> {
     this.closing ??= (async () => {
       clearInterval(this.evictTimer);
       await Promise.allSettled([...this.loading.values()]);
-      await Promise.allSettled([...this.runtimes.values()].map((r) => r.close()));
+      const deadline = Date.now() + graceMs;
+      await Promise.allSettled([...this.runtimes.values()].map((r) => r.close(Math.max(0, deadline - Date.now()))));
       this.runtimes.clear();
-      await Promise.allSettled([...this.workers, ...(this.spare ? [this.spare] : [])].map((w) => w.close()));
+      await this.pool.close();
     })();
     return this.closing;
   }

@@ -1,106 +1,76 @@
-// Server-wide runtime settings and per-module limits: defaults, validation (once, here),
-// and the rule that a module's limit is the lower of its manifest and the server's cap.
+// The runtime's settings and per-module limits: one schema (zod) holds every default and
+// bound; the service's configuration embeds it, so nothing is written twice. A module's
+// limit is the lower of its manifest and the server's cap.
 import { availableParallelism } from 'node:os';
+import { z } from 'zod';
 import { PlughostError } from '../errors.js';
 import type { KvLimits } from '../kv/types.js';
 
-export interface ModuleLimits {
-  /** Most controllers of the module, idle or in use (also capped by the worker count). */
-  maxPoolSize: number;
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.number().int().min(min).max(max);
+const MiB = 1 << 20;
+
+export const kvLimitsSchema = z.strictObject({
+  maxKeyBytes: int(1, 1024).default(1024),
+  maxValueBytes: int(1, 1 << 30).default(MiB),
+  maxEntriesPerScope: int(1).default(1_000_000),
+  maxBatchItems: int(1).default(1000),
+  maxRangeEntries: int(1).default(10_000),
+});
+
+export const moduleLimitsSchema = z.strictObject({
+  /** Most controllers of the module, checked out at once and pooled. */
+  maxPoolSize: int(1, 100_000).default(64),
   /** Most linear memory per controller. */
-  maxMemoryBytes: number;
-  /** Time limit of one call, including a new controller's instantiation and init. */
-  maxExecutionMs: number;
-  kv: KvLimits;
-}
+  maxMemoryBytes: int(1, 4 * 1024 * MiB).default(256 * MiB),
+  /** Time budget of one call: a new controller's instantiation and init, introspection and the call itself. */
+  maxExecutionMs: int(1, 24 * 3600_000).default(10_000),
+  kv: kvLimitsSchema.default(() => kvLimitsSchema.parse({})),
+});
 
-export interface RuntimeOptions {
+export const runtimeOptionsSchema = z.strictObject({
   /** Worker threads hosting controllers. */
-  workers: number;
-  /** The caps every module's limits are lowered to. */
-  caps: ModuleLimits;
-  /** How long a call waits for a controller when the caller set no deadline. */
-  acquireTimeoutMs: number;
-  /** How long one host call (KV, sql, run) may block the guest. */
-  hostCallTimeoutMs: number;
+  workers: int(1, 256).default(() => availableParallelism()),
+  /** The caps every module's manifest limits are lowered to. */
+  limits: moduleLimitsSchema.default(() => moduleLimitsSchema.parse({})),
+  /** How long a call waits for a controller (or its KV scope's write lock) when the caller set no deadline. */
+  acquireTimeoutMs: int(1).default(10_000),
+  /** How long one host call over the bridge (KV of a remote store, sql, run) may block the guest. */
+  hostCallTimeoutMs: int(1).default(5_000),
   /** Idle controllers older than this are evicted. */
-  idleTimeoutMs: number;
+  idleTimeoutMs: int(1).default(300_000),
   /** Most live controllers in the process (each wasm memory reserves ~10 GiB of address space). */
-  maxControllers: number;
+  maxControllers: int(1, 13_000).default(10_000),
   /** V8 heap cap of each worker, in MiB. */
-  workerHeapMb: number;
-}
+  workerHeapMb: int(16, 16_384).default(512),
+  /** Longest a worker spins waiting for its next call before it sleeps, in µs (0: never spins). */
+  workerSpinUs: int(0, 10_000).default(50),
+  /** On close/SIGTERM: how long calls in flight may take to finish before they are failed with UNAVAILABLE. */
+  shutdownGraceMs: int(0).default(10_000),
+});
 
-export const DEFAULT_KV_LIMITS: KvLimits = {
-  maxKeyBytes: 1024,
-  maxValueBytes: 1 << 20,
-  maxEntriesPerScope: 1_000_000,
-  maxBatchItems: 1000,
-  maxRangeEntries: 10_000,
-};
-
-export function defaultRuntimeOptions(): RuntimeOptions {
-  return {
-    workers: availableParallelism(),
-    caps: { maxPoolSize: 64, maxMemoryBytes: 256 << 20, maxExecutionMs: 10_000, kv: { ...DEFAULT_KV_LIMITS } },
-    acquireTimeoutMs: 10_000,
-    hostCallTimeoutMs: 5_000,
-    idleTimeoutMs: 300_000,
-    maxControllers: 10_000,
-    workerHeapMb: 512,
-  };
-}
-
-function positiveInt(path: string, v: unknown, max = Number.MAX_SAFE_INTEGER): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > max) {
-    throw new PlughostError('INVALID_ARGUMENT', `${path} must be an integer from 1 to ${max}, got ${JSON.stringify(v)}`);
-  }
-  return v;
-}
-
-export function validateModuleLimits(path: string, l: ModuleLimits): ModuleLimits {
-  return {
-    maxPoolSize: positiveInt(`${path}.maxPoolSize`, l.maxPoolSize, 100_000),
-    maxMemoryBytes: positiveInt(`${path}.maxMemoryBytes`, l.maxMemoryBytes, 4 * 1024 ** 3),
-    maxExecutionMs: positiveInt(`${path}.maxExecutionMs`, l.maxExecutionMs, 24 * 3600_000),
-    kv: {
-      maxKeyBytes: positiveInt(`${path}.kv.maxKeyBytes`, l.kv.maxKeyBytes, 1024),
-      maxValueBytes: positiveInt(`${path}.kv.maxValueBytes`, l.kv.maxValueBytes, 1 << 30),
-      maxEntriesPerScope: positiveInt(`${path}.kv.maxEntriesPerScope`, l.kv.maxEntriesPerScope),
-      maxBatchItems: positiveInt(`${path}.kv.maxBatchItems`, l.kv.maxBatchItems),
-      maxRangeEntries: positiveInt(`${path}.kv.maxRangeEntries`, l.kv.maxRangeEntries),
-    },
-  };
-}
-
-export type RuntimeOptionsInput = Partial<Omit<RuntimeOptions, 'caps'>> & {
-  caps?: Partial<Omit<ModuleLimits, 'kv'>> & { kv?: Partial<KvLimits> };
-};
-
-export function resolveRuntimeOptions(input: RuntimeOptionsInput = {}): RuntimeOptions {
-  const d = defaultRuntimeOptions();
-  const merged: RuntimeOptions = {
-    ...d,
-    ...input,
-    caps: { ...d.caps, ...input.caps, kv: { ...d.caps.kv, ...input.caps?.kv } },
-  };
-  return {
-    workers: positiveInt('workers', merged.workers, 256),
-    caps: validateModuleLimits('caps', merged.caps),
-    acquireTimeoutMs: positiveInt('acquireTimeoutMs', merged.acquireTimeoutMs),
-    hostCallTimeoutMs: positiveInt('hostCallTimeoutMs', merged.hostCallTimeoutMs),
-    idleTimeoutMs: positiveInt('idleTimeoutMs', merged.idleTimeoutMs),
-    maxControllers: positiveInt('maxControllers', merged.maxControllers, 13_000),
-    workerHeapMb: positiveInt('workerHeapMb', merged.workerHeapMb, 16_384),
-  };
-}
-
-/** A module's limits: each manifest value lowered to the server's cap; absent = the cap. */
+export type ModuleLimits = z.output<typeof moduleLimitsSchema>;
+export type RuntimeOptions = z.output<typeof runtimeOptionsSchema>;
+export type RuntimeOptionsInput = z.input<typeof runtimeOptionsSchema>;
+/** A module's limits as its manifest asks: each lowered to the server's cap; absent = the cap. */
 export type ModuleLimitsInput = Partial<Omit<ModuleLimits, 'kv'>> & { kv?: Partial<KvLimits> };
+
+export const DEFAULT_KV_LIMITS: KvLimits = kvLimitsSchema.parse({});
+
+/** Formats zod's issues as one message naming every bad key. */
+export function invalid(what: string, error: z.ZodError): PlughostError {
+  const lines = error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`);
+  return new PlughostError('INVALID_ARGUMENT', `invalid ${what}: ${lines.join('; ')}`);
+}
+
+export function resolveRuntimeOptions(input: unknown = {}): RuntimeOptions {
+  const r = runtimeOptionsSchema.safeParse(input ?? {});
+  if (!r.success) throw invalid('runtime options', r.error);
+  return r.data;
+}
 
 export function effectiveLimits(caps: ModuleLimits, requested: ModuleLimitsInput = {}): ModuleLimits {
   const low = (cap: number, v: number | undefined) => (v === undefined ? cap : Math.min(cap, v));
-  return validateModuleLimits('limits', {
+  const r = moduleLimitsSchema.safeParse({
     maxPoolSize: low(caps.maxPoolSize, requested.maxPoolSize),
     maxMemoryBytes: low(caps.maxMemoryBytes, requested.maxMemoryBytes),
     maxExecutionMs: low(caps.maxExecutionMs, requested.maxExecutionMs),
@@ -112,4 +82,6 @@ export function effectiveLimits(caps: ModuleLimits, requested: ModuleLimitsInput
       maxRangeEntries: low(caps.kv.maxRangeEntries, requested.kv?.maxRangeEntries),
     },
   });
+  if (!r.success) throw invalid('limits', r.error);
+  return r.data;
 }

@@ -1,38 +1,44 @@
-// Messages between the main thread and a runtime worker. Structured-clone friendly only.
+// What the main thread and a runtime worker exchange besides the ring records of
+// shared/wire.js: the worker's start-up data and the control messages (structured clone).
 import type { MessagePort } from 'node:worker_threads';
-import type { PluginExport } from '../component/load.js';
-
-export type KvAccess = 'none' | 'read' | 'write';
+import type { KvLimits } from '../kv/types.js';
+import type { CallRecord, ReplyRecord } from './shared/wire.js';
 
 export interface WorkerInit {
-  /** Port the worker's host imports call the main thread on (synchronously, see bridge.ts). */
+  /** Ring of requests, main -> worker (shared/ring.js). */
+  requests: SharedArrayBuffer;
+  /** Ring of replies, worker -> main. */
+  replies: SharedArrayBuffer;
+  /** Int32 [0]: seq of the call running now (0: none); Float64 [1]: when it started (epoch ms). */
+  status: SharedArrayBuffer;
+  /** Control messages and oversized records, both ways, read with receiveMessageOnPort when a ring record announces them. */
+  controlPort: MessagePort;
+  /** Port the worker's host imports call the main thread on (synchronously, see worker/bridge.js). */
   bridgePort: MessagePort;
   /** flag[0] is set to 1 and notified by the main thread when a bridge reply is posted. */
   bridgeFlag: SharedArrayBuffer;
   /** How long one host call may block the guest before it gets err(...). */
   hostCallTimeoutMs: number;
+  /** Longest the worker spins for the next call before it sleeps (µs; 0: never spins). */
+  spinUs: number;
+  /** The embedded store the worker reads directly, if any. */
+  kv?: { path: string; commitMode: 'grouped' | 'per-call'; locks: SharedArrayBuffer } | undefined;
+  /** Float64 per KV_OPS entry: KV operations the worker's guests made (read by metrics). */
+  kvOps: SharedArrayBuffer;
 }
 
-export type ToWorker =
-  | { t: 'load'; moduleId: number; glue: string; coreModules: Record<string, WebAssembly.Module>; maxMemoryBytes: number }
+export type ControlMessage =
+  | { t: 'load'; moduleId: number; glue: string; coreModules: Record<string, WebAssembly.Module>; maxMemoryBytes: number; kvLimits: KvLimits }
   | { t: 'unload'; moduleId: number }
-  | { t: 'create'; seq: number; controllerId: number; moduleId: number; runInit: boolean }
-  | { t: 'call'; seq: number; controllerId: number; fn: PluginExport; args: unknown[]; callId: number }
-  | { t: 'drop'; controllerId: number }
-  | { t: 'batch'; items: ToWorker[] };
+  /** A call too big for the request ring. */
+  | { t: 'call'; call: CallRecord }
+  | { t: 'stop' };
 
-/** How a request ended in the worker. */
-export type FailureKind = 'guest' | 'trap' | 'memory' | 'init';
+/** A reply too big for the reply ring, posted on the control port. */
+export type OversizedReply = ReplyRecord;
 
-export type FromWorker =
-  | { t: 'ready' }
-  | { t: 'done'; seq: number; value: unknown; memoryBytes: number; ms: number }
-  | { t: 'failed'; seq: number; kind: FailureKind; message: string; memoryBytes: number };
-
-/** Worker -> main over the bridge port. `seq` present = the worker is blocked waiting for the reply. */
-export type BridgeRequest =
-  | { seq: number; callId: number; op: string; args: unknown[] }
-  | { log: true; callId: number; level: string; message: string };
+/** Worker -> main over the bridge port; the worker is blocked waiting for the reply. */
+export type BridgeRequest = { seq: number; callId: number; op: string; args: unknown[] };
 
 /** main -> worker: `{ ok }` becomes the import's value, `{ err }` the guest-visible err(string). */
 export type BridgeReply = { seq: number; ok: unknown } | { seq: number; err: string };

@@ -1,18 +1,17 @@
-// The main-thread handle of one runtime worker. It owns the Worker and the bridge port,
-// pipelines requests (everything asked in one event-loop iteration goes in one message,
-// and while the worker has more than one request left the next batch waits for a reply:
-// on these VMs a postMessage costs more than a small call), times each request from
-// when it reaches the head of the worker's queue (so a timeout kills only the call that
-// caused it, and the requests behind it can be retried elsewhere), and answers the
-// worker's synchronous host calls.
-import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
+// The main-thread handle of one runtime worker: its Worker, its two rings, its control
+// and bridge ports, the calls it has been handed (in order: the worker runs them one at a
+// time), and one watchdog. A call is written into the request ring in one go; replies are
+// read from the reply ring in batches, whenever the main thread is woken for one. The
+// watchdog is one timer per worker, armed for the earliest moment a call could overrun:
+// past its time limit (counted from when the worker started it) the worker is
+// terminated; the calls queued behind it never started and are safe to run elsewhere.
+import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import { PlughostError } from '../errors.js';
 import { compactDeep } from './compact.js';
-import type { BridgeReply, BridgeRequest, FromWorker, ToWorker, WorkerInit } from './protocol.js';
-
-type Request = Extract<ToWorker, { seq: number }>;
-type RequestBody = Request extends infer R ? (R extends { seq: number } ? Omit<R, 'seq'> : never) : never;
-export type Reply = Extract<FromWorker, { seq: number }>;
+import type { BridgeReply, BridgeRequest, ControlMessage, WorkerInit } from './protocol.js';
+import { Ring } from './shared/ring.js';
+import { KV_OPS } from '../kv/txn.js';
+import { REQ, STATUS, readReply, writeCall, writeSmall, type CallRecord, type ReplyRecord } from './shared/wire.js';
 
 export interface HostCallHandler {
   hostCall(callId: number, op: string, args: unknown[]): Promise<{ ok: unknown } | { err: string }> | { ok: unknown } | { err: string };
@@ -24,37 +23,80 @@ export interface WorkerHostOptions {
   hostCallTimeoutMs: number;
   /** Heap cap of the worker: a guest that makes jco copy gigabytes kills only its worker. */
   maxHeapMb: number;
+  /** Bytes of each ring (a power of two). */
+  ringBytes: number;
+  spinUs: number;
+  kv: WorkerInit['kv'];
   handler: HostCallHandler;
   /** Called once when the worker is gone for any reason other than `close()`. */
   onLost(host: WorkerHost, reason: string): void;
 }
 
-interface Pending {
-  seq: number;
-  body: RequestBody;
-  timeoutMs: number;
-  resolve(r: Reply): void;
-  reject(e: unknown): void;
-  signal?: AbortSignal;
-  onAbort?: () => void;
-  timer?: NodeJS.Timeout;
-}
-
-/** Rejection of requests that never started because their worker was lost: safe to retry elsewhere. */
+/** Rejection of calls that never started because their worker was lost: safe to retry elsewhere. */
 export class WorkerLostError extends PlughostError {
   constructor(message: string) {
     super('UNAVAILABLE', message);
   }
 }
 
+export type CallBody = Omit<CallRecord, 'seq'>;
+
+interface Pending {
+  seq: number;
+  body: CallBody;
+  timeLimitMs: number;
+  resolve(r: ReplyRecord): void;
+  reject(e: unknown): void;
+}
+
+type Outgoing = { t: 'call'; p: Pending } | { t: 'control'; m: ControlMessage } | { t: 'drop'; id: number };
+
 /** A request running longer than this is taken for a long one: new work goes elsewhere. */
 const STALLED_AFTER_MS = 10;
 /** Larger than any queue, so a stalled worker is chosen only when every worker is stalled. */
 const STALLED_PENALTY = 1_000_000;
+/** How long close() lets the worker stop by itself before terminating it. */
+const STOP_GRACE_MS = 500;
 
 // Plain JavaScript (type-checked through JSDoc): Node 20 cannot run loader hooks such as
 // tsx inside workers, and a worker that needs no loader starts faster.
 const ENTRY = new URL('./worker/entry.js', import.meta.url);
+
+const now = () => performance.timeOrigin + performance.now();
+
+/** A FIFO whose shift is O(1). */
+class Fifo<T> {
+  private items: (T | undefined)[] = [];
+  private head = 0;
+  get length(): number {
+    return this.items.length - this.head;
+  }
+  push(v: T): void {
+    this.items.push(v);
+  }
+  peek(): T | undefined {
+    return this.items[this.head];
+  }
+  at(i: number): T | undefined {
+    return this.items[this.head + i];
+  }
+  shift(): T | undefined {
+    if (this.head >= this.items.length) return undefined;
+    const v = this.items[this.head];
+    this.items[this.head++] = undefined;
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return v;
+  }
+  drain(): T[] {
+    const out = this.items.slice(this.head) as T[];
+    this.items = [];
+    this.head = 0;
+    return out;
+  }
+}
 
 export class WorkerHost {
   readonly id: number;
@@ -62,43 +104,71 @@ export class WorkerHost {
   /** Modules whose artifacts this worker has been sent. */
   readonly loaded = new Set<number>();
   private readonly worker: Worker;
+  private readonly requests: Ring;
+  private readonly replies: Ring;
+  private readonly control: MessagePort;
   private readonly bridge: MessagePort;
-  private readonly flag: Int32Array;
-  /** Asked but not yet posted (posted together at the end of the turn, or once ready). */
-  private outbox: (Pending | Exclude<ToWorker, { seq: number }>)[] = [];
-  private flushScheduled = false;
-  /** Posted, in the worker's order: the head is running, the rest wait behind it. */
-  private readonly sent: Pending[] = [];
+  private readonly bridgeFlag: Int32Array;
+  private readonly running: Int32Array;
+  private readonly runningSince: Float64Array;
+  private readonly kvOps: Float64Array;
+  /** In the ring (or announced in it), in the worker's order. */
+  private readonly sent = new Fifo<Pending>();
+  /** Not yet in the ring: it was full, or something ahead of it is waiting. */
+  private readonly outbox = new Fifo<Outgoing>();
   private seq = 0;
-  /** performance.now() when the running request started, 0 when none runs. */
-  private headStartedAt = 0;
+  private pumping = false;
+  private flushing = false;
+  private watchdog: NodeJS.Timeout | undefined;
+  private watchdogAt = Infinity;
   private state: 'starting' | 'ready' | 'dead' = 'starting';
-  private exited: Promise<void>;
+  private closing = false;
+  private readonly exited: Promise<void>;
 
   constructor(private readonly options: WorkerHostOptions) {
     this.id = options.id;
-    const channel = new MessageChannel();
-    const flagBuffer = new SharedArrayBuffer(4);
-    this.flag = new Int32Array(flagBuffer);
-    this.bridge = channel.port1;
-    const init: WorkerInit = { bridgePort: channel.port2, bridgeFlag: flagBuffer, hostCallTimeoutMs: options.hostCallTimeoutMs };
+    const controlChannel = new MessageChannel();
+    const bridgeChannel = new MessageChannel();
+    const status = new SharedArrayBuffer(16);
+    const kvOps = new SharedArrayBuffer(8 * KV_OPS.length);
+    const bridgeFlag = new SharedArrayBuffer(4);
+    const init: WorkerInit = {
+      requests: Ring.allocate(options.ringBytes),
+      replies: Ring.allocate(options.ringBytes),
+      status,
+      controlPort: controlChannel.port2,
+      bridgePort: bridgeChannel.port2,
+      bridgeFlag,
+      hostCallTimeoutMs: options.hostCallTimeoutMs,
+      spinUs: options.spinUs,
+      kv: options.kv,
+      kvOps,
+    };
+    this.requests = new Ring(init.requests);
+    this.replies = new Ring(init.replies);
+    this.control = controlChannel.port1;
+    this.bridge = bridgeChannel.port1;
+    this.bridgeFlag = new Int32Array(bridgeFlag);
+    this.running = new Int32Array(status, 0, 1);
+    this.runningSince = new Float64Array(status, 8, 1);
+    this.kvOps = new Float64Array(kvOps);
     this.worker = new Worker(ENTRY, {
       workerData: init,
       execArgv: [],
-      transferList: [channel.port2],
+      transferList: [controlChannel.port2, bridgeChannel.port2],
       resourceLimits: { maxOldGenerationSizeMb: options.maxHeapMb, maxYoungGenerationSizeMb: 32 },
       stdout: false,
       stderr: false,
     });
-    this.bridge.on('message', (m: BridgeRequest) => this.onBridge(m));
+    this.bridge.on('message', (m: BridgeRequest) => void this.onBridge(m));
     let lostReason = 'worker exited';
     this.ready = new Promise<void>((resolve, reject) => {
-      this.worker.once('message', (m: FromWorker) => (m.t === 'ready' ? resolve() : reject(new Error('worker spoke before ready'))));
+      this.worker.once('message', (m: { t?: string }) => (m.t === 'ready' ? resolve() : reject(new Error('worker spoke before ready'))));
       this.worker.once('error', reject);
       this.worker.once('exit', () => reject(new PlughostError('INTERNAL', 'worker exited while starting')));
     }).then(() => {
       if (this.state === 'starting') this.state = 'ready';
-      this.worker.on('message', (m: FromWorker) => this.onReply(m));
+      this.flush();
     });
     this.ready.catch(() => {});
     this.worker.on('error', (e: Error & { code?: string }) => {
@@ -116,149 +186,236 @@ export class WorkerHost {
     return this.state !== 'dead';
   }
 
-  /** Requests waiting or running on this worker. */
+  /** KV operations its guests made, in the order of KV_OPS (counted by the worker). */
+  kvOpCounts(): number[] {
+    return [...this.kvOps];
+  }
+
+  /**
+   * Controllers on this worker checked out for a call not yet handed over: counted as load
+   * so that calls placed in the same instant do not all pick the same idle-looking worker.
+   */
+  claims = 0;
+
+  /** Calls waiting or running on this worker, or about to be. */
   get load(): number {
-    let n = this.sent.length;
-    for (const m of this.outbox) if ('resolve' in m) n++;
+    let n = this.sent.length + this.claims;
+    for (let i = 0; i < this.outbox.length; i++) if (this.outbox.at(i)!.t === 'call') n++;
     return n;
   }
 
   /**
-   * What a new request would wait for here, for choosing a worker: the requests ahead of
-   * it, plus a heavy penalty once the running one has gone on for STALLED_AFTER_MS. A call
-   * queued behind a guest that spins waits for its whole time limit (and then is retried
-   * elsewhere), so any worker with a queue of quick calls is the better place.
+   * What a new call would wait for here, for choosing a worker: the calls ahead of it,
+   * plus a heavy penalty once the running one has gone on for STALLED_AFTER_MS. A call
+   * queued behind a guest that spins waits for that guest's whole time limit.
    */
   get cost(): number {
     return this.load + (this.stalled ? STALLED_PENALTY : 0);
   }
 
-  /** The running request has gone on for more than STALLED_AFTER_MS. */
+  /** The running call has gone on for more than STALLED_AFTER_MS. */
   get stalled(): boolean {
-    return this.headStartedAt > 0 && performance.now() - this.headStartedAt > STALLED_AFTER_MS;
-  }
-
-  /** Fire-and-forget messages (load, unload, drop); the worker handles them in order with the requests. */
-  send(message: Exclude<ToWorker, { seq: number }>): void {
-    if (this.state === 'dead') return;
-    this.outbox.push(message);
-    this.scheduleFlush();
+    return Atomics.load(this.running, 0) !== 0 && now() - this.runningSince[0]! > STALLED_AFTER_MS;
   }
 
   /**
-   * Runs one request. `timeoutMs` counts from when it reaches the head of the worker's
-   * queue; past it the worker is terminated and the request fails with TIMEOUT. Aborting
-   * the signal withdraws a request not yet posted.
+   * Runs one call. `timeLimitMs` counts from when the worker starts it; past it the worker
+   * is terminated and the call fails with TIMEOUT.
    */
-  request(body: RequestBody, timeoutMs: number, signal?: AbortSignal): Promise<Reply> {
+  call(body: CallBody, timeLimitMs: number): Promise<ReplyRecord> {
     if (this.state === 'dead') return Promise.reject(new WorkerLostError(`worker ${this.id} is gone`));
-    return new Promise<Reply>((resolve, reject) => {
-      const p: Pending = { seq: ++this.seq, body, timeoutMs, resolve, reject, signal };
-      if (signal) {
-        if (signal.aborted) return reject(new PlughostError('CANCELLED', 'cancelled before it started'));
-        p.onAbort = () => {
-          const i = this.outbox.indexOf(p);
-          if (i >= 0) {
-            this.outbox.splice(i, 1);
-            reject(new PlughostError('CANCELLED', 'cancelled before it started'));
-          }
-        };
-        signal.addEventListener('abort', p.onAbort, { once: true });
-      }
-      this.outbox.push(p);
-      this.scheduleFlush();
+    return new Promise<ReplyRecord>((resolve, reject) => {
+      const p: Pending = { seq: ++this.seq, body, timeLimitMs, resolve, reject };
+      this.enqueue({ t: 'call', p });
+      this.arm(now() + timeLimitMs);
     });
   }
 
-  private scheduleFlush(): void {
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    if (this.state === 'starting') this.ready.then(() => this.flush(), () => {});
-    else setImmediate(() => this.flush());
+  /** Sends a module's artifacts (once per worker; ordered with the calls). */
+  loadModule(m: Extract<ControlMessage, { t: 'load' }>): void {
+    if (this.loaded.has(m.moduleId)) return;
+    this.loaded.add(m.moduleId);
+    this.enqueue({ t: 'control', m });
+  }
+
+  unloadModule(moduleId: number): void {
+    if (this.loaded.delete(moduleId)) this.enqueue({ t: 'control', m: { t: 'unload', moduleId } });
+  }
+
+  /** Forgets a controller in the worker. */
+  drop(controllerId: number): void {
+    this.enqueue({ t: 'drop', id: controllerId });
+  }
+
+  private enqueue(o: Outgoing): void {
+    if (this.state === 'dead') {
+      if (o.t === 'call') o.p.reject(new WorkerLostError(`worker ${this.id} is gone`));
+      return;
+    }
+    if (this.state === 'starting' || this.outbox.length > 0 || !this.write(o)) this.outbox.push(o);
+  }
+
+  /** Puts one outgoing item into the request ring; false when it is full now. */
+  private write(o: Outgoing): boolean {
+    const ring = this.requests;
+    if (o.t === 'drop') {
+      if (!writeSmall(ring, REQ.DROP, o.id)) return false;
+    } else if (o.t === 'control') {
+      if (!writeSmall(ring, REQ.CONTROL, 0)) return false;
+      this.control.postMessage(o.m);
+    } else {
+      const call: CallRecord = { ...o.p.body, seq: o.p.seq };
+      const r = writeCall(ring, call);
+      if (r === 'full') return false;
+      if (r === 'too-big') {
+        if (!writeSmall(ring, REQ.CONTROL, 0)) return false;
+        this.control.postMessage({ t: 'call', call } satisfies ControlMessage);
+      }
+      this.sent.push(o.p);
+      this.pump();
+    }
+    if (ring.publish()) ring.wake();
+    return true;
   }
 
   private flush(): void {
-    this.flushScheduled = false;
-    // while the worker has more than one request left, let the outbox fill: the next reply
-    // flushes it, and the worker never runs dry (bigger batches, fewer cross-thread wakeups)
-    if (this.state !== 'ready' || this.outbox.length === 0 || this.sent.length > 1) return;
-    const batch = this.outbox;
-    this.outbox = [];
-    const wasIdle = this.sent.length === 0;
-    const items: ToWorker[] = batch.map((m) => {
-      if (!('resolve' in m)) return m;
-      if (m.onAbort) m.signal!.removeEventListener('abort', m.onAbort);
-      this.sent.push(m);
-      return { ...m.body, seq: m.seq } as ToWorker;
-    });
-    this.worker.postMessage(items.length === 1 ? items[0] : { t: 'batch', items });
-    if (wasIdle) this.startHead();
+    // write() starts the reply pump, whose first drain() flushes too: one flush at a time
+    if (this.state !== 'ready' || this.flushing) return;
+    this.flushing = true;
+    try {
+      while (this.outbox.length > 0) {
+        if (!this.write(this.outbox.peek()!)) return;
+        this.outbox.shift();
+      }
+    } finally {
+      this.flushing = false;
+    }
   }
 
-  private startHead(): void {
-    const head = this.sent[0];
-    this.headStartedAt = head ? performance.now() : 0;
-    if (head) head.timer = setTimeout(() => this.timeout(head), Math.max(1, head.timeoutMs));
+  /** Reads replies while calls are outstanding; sleeps (never blocking) between them. */
+  private pump(): void {
+    if (this.pumping) return;
+    this.pumping = true;
+    void (async () => {
+      try {
+        while (this.state !== 'dead') {
+          this.drain();
+          if (this.sent.length === 0) break;
+          const wait = this.replies.waitAsync();
+          if (wait) await wait;
+        }
+      } finally {
+        this.pumping = false;
+      }
+    })();
   }
 
-  private onReply(m: FromWorker): void {
-    if (m.t === 'ready') return;
-    const p = this.sent[0];
-    if (!p || p.seq !== m.seq) return;
-    clearTimeout(p.timer);
-    this.sent.shift();
-    p.resolve(m);
-    this.startHead();
-    if (this.outbox.length > 0) this.scheduleFlush();
+  /** Settles every reply in the ring now, then refills the request ring. */
+  private drain(): void {
+    for (let at = this.replies.peek(); at >= 0 && this.state !== 'dead'; at = this.replies.peek()) {
+      let m = readReply(this.replies, at);
+      this.replies.consume(at);
+      if (m.status === STATUS.ON_PORT) {
+        const big = receiveMessageOnPort(this.control);
+        if (!big) return this.die('protocol: a reply announced on the control port is missing');
+        m = big.message as ReplyRecord;
+      }
+      if (m.status === STATUS.LOG) {
+        const head = this.sent.peek();
+        const line = m.value as { level: string; message: string };
+        if (head?.seq === m.seq) this.options.handler.log(head.body.callId, line.level, line.message);
+        continue;
+      }
+      const p = this.sent.shift();
+      if (!p || p.seq !== m.seq) return this.die(`protocol: reply ${m.seq} does not match call ${p?.seq}`);
+      p.resolve(m);
+    }
+    if (this.outbox.length > 0) this.flush();
+  }
+
+  private arm(at: number): void {
+    if (at >= this.watchdogAt || this.state === 'dead') return;
+    clearTimeout(this.watchdog);
+    this.watchdogAt = at;
+    this.watchdog = setTimeout(() => this.check(), Math.max(1, Math.ceil(at - now())));
+    this.watchdog.unref();
+  }
+
+  /** The watchdog: stops the worker if its running call is past its limit, else re-arms. */
+  private check(): void {
+    this.watchdog = undefined;
+    this.watchdogAt = Infinity;
+    if (this.state === 'dead') return;
+    this.drain();
+    if (this.sent.length === 0) return;
+    const seq = Atomics.load(this.running, 0);
+    const since = this.runningSince[0]!;
+    let runningCall: Pending | undefined;
+    for (let i = 0; i < this.sent.length; i++) if (this.sent.at(i)!.seq === seq) runningCall = this.sent.at(i);
+    if (!runningCall || Atomics.load(this.running, 0) !== seq) {
+      // nothing of ours runs yet: no call can overrun before the first one's limit from now
+      return this.arm(now() + this.sent.peek()!.timeLimitMs);
+    }
+    const end = since + runningCall.timeLimitMs;
+    if (now() < end) return this.arm(end);
+    this.timeout(runningCall);
   }
 
   private timeout(p: Pending): void {
-    if (this.sent[0] !== p) return;
+    // calls before it finished (their replies were read just now); it is the one running
+    while (this.sent.length > 0 && this.sent.peek() !== p) this.sent.shift()!.reject(new WorkerLostError('protocol: a finished call had no reply'));
     this.sent.shift();
-    p.reject(new PlughostError('TIMEOUT', `the call ran past its time limit of ${p.timeoutMs} ms and was stopped`));
+    p.reject(new PlughostError('TIMEOUT', `the call ran past its time limit of ${p.timeLimitMs} ms and was stopped`));
     this.lose('timeout', true);
+    void this.worker.terminate();
+  }
+
+  private die(reason: string): void {
+    this.lose(reason);
     void this.worker.terminate();
   }
 
   /** Marks the worker dead once: fails what is queued (retryable) and what is running. */
   private lose(reason: string, headSettled = false): void {
     if (this.state === 'dead') return;
-    const wasClosing = this.closing;
     this.state = 'dead';
+    clearTimeout(this.watchdog);
     this.bridge.close();
-    // the head was running when the worker died, unless its timeout already answered for it
-    const running = headSettled ? undefined : this.sent.shift();
-    if (running) {
-      clearTimeout(running.timer);
-      running.reject(
-        reason === 'memory'
-          ? new PlughostError('MEMORY_LIMIT', 'the worker ran out of heap copying guest data; the call was stopped')
-          : new PlughostError('TRAP', `the worker running the call died (${reason})`),
-      );
+    // wake the reply pump so it sees the worker is gone
+    Atomics.notify(this.replies.header, 0);
+    const runningSeq = Atomics.load(this.running, 0);
+    const sent = this.sent.drain();
+    for (const p of sent) {
+      if (!headSettled && p.seq === runningSeq) {
+        p.reject(
+          reason === 'closed'
+            ? new PlughostError('UNAVAILABLE', 'the runtime closed before the call finished; it was stopped')
+            : reason === 'memory'
+            ? new PlughostError('MEMORY_LIMIT', 'the worker ran out of heap copying guest data; the call was stopped')
+            : new PlughostError('TRAP', `the worker running the call died (${reason})`),
+        );
+      } else {
+        p.reject(new WorkerLostError(`worker ${this.id} was lost (${reason}) before the call started`));
+      }
     }
-    const waiting = [...this.sent.splice(0), ...this.outbox.splice(0).filter((m): m is Pending => 'resolve' in m)];
-    for (const p of waiting) {
-      if (p.onAbort) p.signal!.removeEventListener('abort', p.onAbort);
-      p.reject(new WorkerLostError(`worker ${this.id} was lost (${reason}) before the call started`));
-    }
-    if (!wasClosing) this.options.onLost(this, reason);
+    for (const o of this.outbox.drain()) if (o.t === 'call') o.p.reject(new WorkerLostError(`worker ${this.id} was lost (${reason}) before the call started`));
+    if (!this.closing) this.options.onLost(this, reason);
   }
 
-  private closing = false;
-
-  /** Stops the worker. Whatever is queued or running fails. */
+  /** Stops the worker: lets it stop by itself for a moment, then terminates it. Whatever is queued or running fails. */
   async close(): Promise<void> {
     this.closing = true;
+    if (this.state === 'ready') {
+      this.enqueue({ t: 'control', m: { t: 'stop' } });
+      const stopped = await Promise.race([this.exited.then(() => true), new Promise<false>((r) => setTimeout(() => r(false), STOP_GRACE_MS).unref())]);
+      if (stopped) return;
+    }
     this.lose('closed');
     await this.worker.terminate();
     await this.exited;
   }
 
   private async onBridge(m: BridgeRequest): Promise<void> {
-    if ('log' in m) {
-      this.options.handler.log(m.callId, m.level, m.message);
-      return;
-    }
     let reply: BridgeReply;
     try {
       const r = await this.options.handler.hostCall(m.callId, m.op, m.args);
@@ -268,7 +425,7 @@ export class WorkerHost {
     }
     if (this.state === 'dead') return;
     this.bridge.postMessage(reply);
-    Atomics.store(this.flag, 0, 1);
-    Atomics.notify(this.flag, 0);
+    Atomics.store(this.bridgeFlag, 0, 1);
+    Atomics.notify(this.bridgeFlag, 0);
   }
 }

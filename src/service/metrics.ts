@@ -33,7 +33,6 @@ export class Metrics {
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
     registers: [this.registry],
   });
-  private readonly kvOps = new Counter({ name: 'plughost_kv_operations_total', help: 'KV host calls made by guests, by operation', labelNames: ['op'] as const, registers: [this.registry] });
   private readonly kvCommit = new Histogram({
     name: 'plughost_kv_commit_duration_seconds',
     help: 'Time for a call\'s KV writes to become durable (grouped commits)',
@@ -44,7 +43,6 @@ export class Metrics {
   /** The hooks the runtime calls. */
   readonly observer: RuntimeObserver = {
     compiled: (s) => this.compileSeconds.observe(s),
-    kvOp: (op) => this.kvOps.inc({ op }),
     kvCommitted: (s) => this.kvCommit.observe(s),
   };
 
@@ -100,6 +98,16 @@ export class Metrics {
         for (const r of manager.loaded()) {
           for (const [reason, n] of Object.entries(r.stats().dropped)) this.inc({ module: r.name, hash: r.hash.slice(7, 19), reason }, n);
         }
+      },
+    });
+    new Counter({
+      name: 'plughost_kv_operations_total',
+      help: 'KV host calls made by guests, by operation (counted in the workers, read at scrape)',
+      labelNames: ['op'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [op, n] of Object.entries(manager.stats().kvOps)) if (n > 0) this.inc({ op }, n);
       },
     });
     new Counter({

@@ -9,7 +9,7 @@ import { ADMIN_GRANT, TokenStore } from '../auth/tokens.js';
 import { LmdbKvStore } from '../kv/lmdb-store.js';
 import { ModuleRegistry } from '../registry/registry.js';
 import { RuntimeManager } from '../runtime/manager.js';
-import { parseConfig, type PlughostConfig, type PlughostConfigInput } from './config.js';
+import { parseConfig, runtimeOptionsOf, type PlughostConfig, type PlughostConfigInput } from './config.js';
 import { Inflight } from './inflight.js';
 import { Invoker } from './invoker.js';
 import { createLogger, type Logger } from './logger.js';
@@ -59,14 +59,8 @@ export class Plughost {
     let metricsServer: Awaited<ReturnType<typeof serveMetrics>> | undefined;
     try {
       manager = await RuntimeManager.create({
+        ...runtimeOptionsOf(config),
         store,
-        workers: config.workers,
-        caps: config.limits,
-        acquireTimeoutMs: config.acquireTimeoutMs,
-        hostCallTimeoutMs: config.hostCallTimeoutMs,
-        idleTimeoutMs: config.idleTimeoutMs,
-        maxControllers: config.maxControllers,
-        workerHeapMb: config.workerHeapMb,
         observer: metrics.observer,
         onGuestLog: ({ level, message, ctx, module }) =>
           logger[GUEST_LOG_LEVEL[level] ?? 'info']({ reqId: ctx.requestId, subject: ctx.subject, module, guest: true }, message),
@@ -120,11 +114,13 @@ export class Plughost {
    */
   close(graceMs = this.config.shutdownGraceMs): Promise<void> {
     this.closing ??= (async () => {
+      const deadline = Date.now() + graceMs;
       this.inflight.drain();
       const drained = Promise.all([...[...this.sessions].map((s) => s.shutdown()), this.inflight.idle()]);
       await this.server.close(graceMs, drained);
       await this.metricsServer?.close();
-      await this.manager.close();
+      // calls still running past the grace period fail with UNAVAILABLE and their workers stop
+      await this.manager.close(Math.max(0, deadline - Date.now()));
       await this.store.close();
       this.logger.info('plughost stopped');
       this.logger.flush();

@@ -54,9 +54,6 @@ export function createBridge(port, flagBuffer, timeoutMs) {
       /** @type {Record<string, (...a: any[]) => unknown>} */
       const imports = {};
       for (const op of FORWARDED) imports[op] = (...args) => call(slot.callId, op, args);
-      imports.log = (/** @type {string} */ level, /** @type {string} */ message) => {
-        if (slot.callId !== 0) port.postMessage({ log: true, callId: slot.callId, level, message });
-      };
       return imports;
     },
   };

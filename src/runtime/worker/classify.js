@@ -10,7 +10,7 @@ export const MEMORY_LIMIT_MARGIN = 1 << 20;
  * @param {unknown} e
  * @param {WebAssembly.Memory | undefined} memory
  * @param {number} maxMemoryBytes
- * @returns {{ kind: import('../protocol.js').FailureKind, message: string }}
+ * @returns {{ kind: 'guest' | 'trap' | 'memory', message: string }}
  */
 export function classifyFailure(e, memory, maxMemoryBytes) {
   if (typeof e === 'string') return { kind: 'guest', message: e };

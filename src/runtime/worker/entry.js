@@ -1,9 +1,19 @@
 // @ts-check
-// A runtime worker: hosts controllers (jco instances) of many modules and runs its
-// requests one at a time, in the order the main thread sent them. Guest code runs only
-// here, never on the thread that serves gRPC: a guest that spins is stopped by
-// terminating this worker.
-import { parentPort, workerData } from 'node:worker_threads';
+// A runtime worker: hosts controllers (jco instances) of many modules and runs the calls
+// the main thread writes into its request ring, one at a time, in order. Guest code runs
+// only here, never on the thread that serves gRPC: a guest that spins is stopped by
+// terminating this worker. KV of the embedded store is read here directly; a call's
+// writes go back with its reply for the main thread to commit. While calls keep coming
+// the worker spins briefly between them instead of sleeping (a wake-up costs more than a
+// small call); when they stop, it backs off and sleeps without blocking its event loop.
+import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
+import { scopeKeys } from '../../kv/keys.js';
+import { KvOpError } from '../../kv/kv-error.js';
+import { LmdbReader, openLmdbEnv } from '../../kv/lmdb-env.js';
+import { tryLock } from '../../kv/scope-locks.js';
+import { KV_OPS, KvTxn } from '../../kv/txn.js';
+import { Ring } from '../shared/ring.js';
+import { EXPORTS, FLAG, REQ, RFLAG, STATUS, readRequest, writeReply, writeReplyOnPort } from '../shared/wire.js';
 import { createBridge } from './bridge.js';
 import { classifyFailure } from './classify.js';
 
@@ -11,36 +21,51 @@ import { classifyFailure } from './classify.js';
  * @typedef {(getCoreModule: (n: string) => WebAssembly.Module, imports: object,
  *   instantiateCore: (m: WebAssembly.Module, i: WebAssembly.Imports) => WebAssembly.Instance)
  *   => Record<string, (...a: unknown[]) => unknown>} Instantiate
- * @typedef {{ glue: string, coreModules: Record<string, WebAssembly.Module>, maxMemoryBytes: number, instantiate?: Instantiate }} LoadedModule
- * @typedef {{ module: LoadedModule, exports: Record<string, (...a: unknown[]) => unknown>, memory?: WebAssembly.Memory, slot: { callId: number } }} LiveController
- * @typedef {import('../protocol.js').ToWorker} ToWorker
- * @typedef {import('../protocol.js').FromWorker} FromWorker
+ * @typedef {{ glue: string, coreModules: Record<string, WebAssembly.Module>, maxMemoryBytes: number, kvLimits: import('../../kv/txn.js').KvLimits, instantiate?: Instantiate }} LoadedModule
+ * @typedef {{ callId: number, txn: KvTxn | undefined }} Slot
+ * @typedef {{ module: LoadedModule, exports: Record<string, (...a: unknown[]) => unknown>, memory?: WebAssembly.Memory, slot: Slot }} LiveController
+ * @typedef {import('../shared/wire.js').CallRecord} CallRecord
+ * @typedef {import('../shared/wire.js').ReplyRecord} ReplyRecord
+ * @typedef {import('../protocol.js').ControlMessage} ControlMessage
  */
 
 const init = /** @type {import('../protocol.js').WorkerInit} */ (workerData);
-const port = /** @type {import('node:worker_threads').MessagePort} */ (parentPort);
+const requests = new Ring(init.requests);
+const replies = new Ring(init.replies);
+const control = init.controlPort;
+/** [0]: seq of the call running now (0: none); float [1]: when it started (epoch ms). */
+const running = new Int32Array(init.status, 0, 1);
+const runningSince = new Float64Array(init.status, 8, 1);
 const bridge = createBridge(init.bridgePort, init.bridgeFlag, init.hostCallTimeoutMs);
+const kv = init.kv ? new LmdbReader(openLmdbEnv(init.kv)) : undefined;
+const locks = init.kv ? new Int32Array(init.kv.locks) : undefined;
 /** @type {Map<number, LoadedModule>} */
 const modules = new Map();
 /** @type {Map<number, LiveController>} */
 const controllers = new Map();
+/** Scope keys by tenant and module name, bounded. @type {Map<string, import('../../kv/keys.js').ScopeKeys>} */
+const scopes = new Map();
+const kvOpCounts = new Float64Array(init.kvOps);
+const SPIN_MAX_US = init.spinUs;
+/** Work for this long without yielding to the event loop (lmdb-js timers, the bridge port). */
+const SLICE_MS = 5;
+let stopping = false;
+/** Seq of the call running now. */
+let runningSeq = 0;
 
-/** @param {FromWorker} m */
-const post = (m) => port.postMessage(m);
+const now = () => performance.timeOrigin + performance.now();
 
 /** @param {LiveController | undefined} c */
 const memoryBytes = (c) => c?.memory?.buffer.byteLength ?? 0;
 
-/**
- * @param {number} moduleId
- * @returns {LiveController}
- */
+/** @param {number} moduleId */
 function instantiate(moduleId) {
   const module = modules.get(moduleId);
   if (!module) throw new Error(`module ${moduleId} is not loaded in this worker`);
   // new Function, not import(): a module evaluated this way can be garbage-collected
   module.instantiate ??= /** @type {{ instantiate: Instantiate }} */ (new Function(module.glue)()).instantiate;
-  const slot = { callId: 0 };
+  /** @type {Slot} */
+  const slot = { callId: 0, txn: undefined };
   /** @type {WebAssembly.Memory | undefined} */
   let memory;
   const exports = module.instantiate(
@@ -49,74 +74,268 @@ function instantiate(moduleId) {
       if (!m) throw new Error(`no core module ${name}`);
       return m;
     },
-    { 'plughost:plugin/host': bridge.hostImports(slot) },
+    { 'plughost:plugin/host': hostImports(slot) },
     (m, imports) => {
       const instance = new WebAssembly.Instance(m, imports);
       if (instance.exports.memory instanceof WebAssembly.Memory) memory ??= instance.exports.memory;
       return instance;
     },
   );
-  return { module, exports, memory, slot };
+  return /** @type {LiveController} */ ({ module, exports, memory, slot });
 }
 
-/** @param {ToWorker} msg */
-function handle(msg) {
-  switch (msg.t) {
-    case 'batch':
-      // each reply goes out as soon as its request is done, so the main thread's timer for
-      // the next one starts on time
-      for (const m of msg.items) handle(m);
-      return;
-    case 'load':
-      modules.set(msg.moduleId, { glue: msg.glue, coreModules: msg.coreModules, maxMemoryBytes: msg.maxMemoryBytes });
-      return;
-    case 'unload':
-      modules.delete(msg.moduleId);
-      return;
-    case 'drop':
-      controllers.delete(msg.controllerId);
-      return;
-    case 'create': {
-      const t0 = performance.now();
-      /** @type {LiveController | undefined} */
-      let c;
+/**
+ * The `plughost:plugin/host` imports of one controller: closures over its slot, read at
+ * call time. KV goes to the call's local transaction when it has one, else to the bridge.
+ * @param {Slot} slot
+ */
+function hostImports(slot) {
+  const imports = bridge.hostImports(slot);
+  // log lines go through the reply ring ahead of the call's reply, so they are never late for it
+  imports.log = (/** @type {string} */ level, /** @type {string} */ message) => {
+    if (slot.callId !== 0) reply({ seq: runningSeq, status: STATUS.LOG, flags: 0, ms: 0, memoryBytes: 0, value: { level, message: String(message).slice(0, 8192) }, commit: undefined });
+  };
+  KV_OPS.forEach((op, i) => {
+    const viaBridge = imports[op];
+    imports[op] = (/** @type {unknown[]} */ ...args) => {
+      const txn = slot.txn;
+      if (!txn) return viaBridge?.(...args);
+      kvOpCounts[i] = (kvOpCounts[i] ?? 0) + 1;
       try {
-        c = instantiate(msg.moduleId);
-        if (msg.runInit) c.exports.init?.();
-        controllers.set(msg.controllerId, c);
-        post({ t: 'done', seq: msg.seq, value: undefined, memoryBytes: memoryBytes(c), ms: performance.now() - t0 });
+        return { tag: 'ok', val: txn.apply(op, args) };
       } catch (e) {
-        const f = classifyFailure(e, c?.memory, modules.get(msg.moduleId)?.maxMemoryBytes ?? 0);
+        if (e instanceof KvOpError) return { tag: 'err', val: e.message };
+        return { tag: 'err', val: `${op} failed in the store: ${e instanceof Error ? e.message : String(e)}` };
+      }
+    };
+  });
+  return imports;
+}
+
+/** @param {string} tenant @param {string} module */
+function scopeOf(tenant, module) {
+  const id = `${tenant}\u0000${module}`;
+  let s = scopes.get(id);
+  if (!s) {
+    if (scopes.size >= 4096) scopes.clear();
+    s = scopeKeys({ tenant, module });
+    scopes.set(id, s);
+  }
+  return s;
+}
+
+/**
+ * Every introspection export in one go; absent exports and guest errs give undefined.
+ * @param {LiveController} c
+ */
+function describe(c) {
+  /** @param {string} fn @param {unknown[]} args */
+  const ask = (fn, args) => {
+    const f = c.exports[fn];
+    if (!f) return undefined;
+    try {
+      return f(...args);
+    } catch (e) {
+      if (typeof e === 'string') return undefined;
+      throw e;
+    }
+  };
+  const names = /** @type {(string | undefined)[] | undefined} */ (ask('listFunctions', [])) ?? [];
+  return names.map((name) => ({
+    name: name ?? null,
+    args: ask('functionArgs', [name]) ?? [],
+    returns: ask('functionReturns', [name]) ?? '',
+    writeable: ask('functionWriteable', [name]) === true,
+    comment: ask('functionComment', [name]) ?? null,
+  }));
+}
+
+/** @param {ReplyRecord} m */
+function reply(m) {
+  for (;;) {
+    const r = writeReply(replies, m);
+    if (r === 'ok') break;
+    if (r === 'too-big') {
+      const value = m.value instanceof Uint8Array ? m.value : undefined;
+      control.postMessage(m, value && value.byteOffset === 0 && value.byteLength === value.buffer.byteLength && !(value.buffer instanceof SharedArrayBuffer) ? [value.buffer] : []);
+      while (!writeReplyOnPort(replies, m.seq)) replies.waitForSpace(1);
+      break;
+    }
+    replies.waitForSpace(1); // the main thread reads replies as they come; it frees room soon
+  }
+  if (replies.publish()) replies.wake();
+}
+
+/** @param {unknown} e @param {LiveController | undefined} c @param {number} maxMemoryBytes */
+function failureStatus(e, c, maxMemoryBytes) {
+  const f = classifyFailure(e, c?.memory, maxMemoryBytes);
+  return { status: f.kind === 'guest' ? STATUS.GUEST_ERROR : f.kind === 'memory' ? STATUS.MEMORY : STATUS.TRAP, message: f.message };
+}
+
+/** @param {CallRecord} call */
+function runCall(call) {
+  const t0 = now();
+  runningSince[0] = t0;
+  runningSeq = call.seq;
+  Atomics.store(running, 0, call.seq);
+  /** @type {ReplyRecord} */
+  const out = { seq: call.seq, status: STATUS.OK, flags: 0, ms: 0, memoryBytes: 0, value: undefined, commit: undefined };
+  try {
+    if (t0 > call.deadlineAt) {
+      out.status = STATUS.EXPIRED;
+      out.value = 'the deadline passed while the call waited in its worker queue';
+      return out;
+    }
+    // a writer takes its scope's lock as it starts; held elsewhere, the call goes back unstarted
+    if (call.lockSlot >= 0 && locks && !tryLock(locks, call.lockSlot, call.lockToken)) {
+      out.status = STATUS.BUSY;
+      return out;
+    }
+    let c = controllers.get(call.controllerId);
+    if (call.flags & FLAG.CREATE) {
+      out.flags |= RFLAG.STARTING;
+      const module = modules.get(call.moduleId);
+      try {
+        c = instantiate(call.moduleId);
+        if (call.flags & FLAG.INIT) c.exports.init?.();
+      } catch (e) {
+        const f = failureStatus(e, c, module?.maxMemoryBytes ?? 0);
         // an init that returned err(...) is the guest's refusal; anything else while starting is a trap
-        post({ t: 'failed', seq: msg.seq, kind: f.kind === 'guest' ? 'init' : f.kind, message: f.message, memoryBytes: memoryBytes(c) });
+        out.status = f.status === STATUS.GUEST_ERROR ? STATUS.INIT_FAILED : f.status;
+        out.value = f.message;
+        out.memoryBytes = memoryBytes(c);
+        return out;
       }
-      return;
+      controllers.set(call.controllerId, c);
+      out.flags = (out.flags & ~RFLAG.STARTING) | RFLAG.CREATED;
     }
-    case 'call': {
-      const c = controllers.get(msg.controllerId);
-      if (!c) {
-        post({ t: 'failed', seq: msg.seq, kind: 'trap', message: `controller ${msg.controllerId} does not exist in this worker`, memoryBytes: 0 });
-        return;
-      }
-      const t0 = performance.now();
-      c.slot.callId = msg.callId;
-      try {
-        const fn = c.exports[msg.fn];
-        if (!fn) throw new Error(`the module does not export ${msg.fn}`);
-        const value = fn(...msg.args);
-        post({ t: 'done', seq: msg.seq, value, memoryBytes: memoryBytes(c), ms: performance.now() - t0 });
-      } catch (e) {
-        const f = classifyFailure(e, c.memory, c.module.maxMemoryBytes);
-        // the controller's state is in doubt after anything but the guest's own err: forget it
-        if (f.kind !== 'guest') controllers.delete(msg.controllerId);
-        post({ t: 'failed', seq: msg.seq, kind: f.kind, message: f.message, memoryBytes: memoryBytes(c) });
-      } finally {
-        c.slot.callId = 0;
-      }
-      return;
+    if (!c) {
+      out.status = STATUS.TRAP;
+      out.value = `controller ${call.controllerId} does not exist in this worker`;
+      return out;
     }
+    const slot = c.slot;
+    try {
+      /** @type {import('../../kv/txn.js').KvAccess} */
+      let access = call.flags & FLAG.KV_WRITE ? 'write' : call.flags & FLAG.KV_READ ? 'read' : 'none';
+      if (call.flags & FLAG.WRITEABLE) {
+        let writeable = false;
+        try {
+          writeable = c.exports.functionWriteable?.(call.name) === true;
+        } catch (e) {
+          // an unknown function (err) gets read-only KV; its invoke will answer for itself
+          if (typeof e !== 'string') throw e;
+        }
+        out.flags |= RFLAG.WRITEABLE_KNOWN | (writeable ? RFLAG.WRITEABLE : 0);
+        if (!writeable && access === 'write') access = 'read';
+      }
+      if (kv && call.flags & FLAG.KV_LOCAL) {
+        kv.refresh();
+        slot.txn = new KvTxn(kv, scopeOf(call.tenant, call.kvModule), access, c.module.kvLimits);
+      }
+      slot.callId = call.callId;
+      const fn = EXPORTS[call.fn];
+      if (fn === 'describe') out.value = describe(c);
+      else if (fn === 'invoke') out.value = c.exports.invoke?.(call.name, call.args);
+      else {
+        const f = c.exports[/** @type {string} */ (fn)];
+        if (!f) throw new Error(`the module does not export ${fn}`);
+        out.value = fn === 'listFunctions' || fn === 'init' ? f() : f(call.name);
+      }
+      const txn = slot.txn;
+      if (txn) {
+        if (txn.didRead) out.flags |= RFLAG.KV_READ;
+        const writes = txn.writes();
+        if (writes.length) out.commit = { writes, entryDelta: txn.entryDelta, baseCount: txn.baseCount };
+      }
+    } catch (e) {
+      const f = failureStatus(e, c, c.module.maxMemoryBytes);
+      out.status = f.status;
+      out.value = f.message;
+      if (slot.txn?.didRead) out.flags |= RFLAG.KV_READ;
+      // the controller's state is in doubt after anything but the guest's own err: forget it
+      if (f.status !== STATUS.GUEST_ERROR) controllers.delete(call.controllerId);
+    } finally {
+      slot.callId = 0;
+      slot.txn = undefined;
+    }
+    out.memoryBytes = memoryBytes(c);
+    return out;
+  } finally {
+    out.ms = now() - t0;
   }
 }
 
-port.on('message', handle);
-post({ t: 'ready' });
+/** @param {ControlMessage} m */
+function onControl(m) {
+  switch (m.t) {
+    case 'load':
+      modules.set(m.moduleId, { glue: m.glue, coreModules: m.coreModules, maxMemoryBytes: m.maxMemoryBytes, kvLimits: m.kvLimits });
+      return;
+    case 'unload':
+      modules.delete(m.moduleId);
+      return;
+    case 'call':
+      finish(runCall(m.call));
+      return;
+    case 'stop':
+      stopping = true;
+      return;
+  }
+}
+
+/** @param {ReplyRecord} out */
+function finish(out) {
+  reply(out);
+  Atomics.store(running, 0, 0);
+}
+
+/** Handles the request at `at`, then frees it (a call's args are read in place). @param {number} at */
+function handle(at) {
+  const r = readRequest(requests, at);
+  if ('call' in r) finish(runCall(r.call));
+  else if (r.kind === REQ.DROP) controllers.delete(r.id);
+  else if (r.kind === REQ.CONTROL) {
+    const m = receiveMessageOnPort(control);
+    if (m) onControl(/** @type {ControlMessage} */ (m.message));
+  }
+  requests.consume(at);
+}
+
+// Atomics.waitAsync holds no reference on the event loop: without this the worker would exit when idle
+const keepAlive = setInterval(() => {}, 1 << 30);
+
+async function loop() {
+  // spin budget (µs): full while calls keep arriving, halved by every spin that found none
+  let spin = SPIN_MAX_US;
+  let sliceStart = performance.now();
+  while (!stopping) {
+    let at = requests.peek();
+    if (at < 0 && spin > 0) {
+      const until = performance.now() + spin / 1000;
+      while ((at = requests.peek()) < 0 && performance.now() < until);
+      spin = at < 0 ? spin >> 1 : SPIN_MAX_US;
+    }
+    if (at < 0) {
+      kv?.refresh(); // hold no read snapshot while idle
+      const sleptAt = performance.now();
+      const wait = requests.waitAsync();
+      if (wait) await wait;
+      // woken soon after falling asleep: a longer spin would have caught this call
+      if ((performance.now() - sleptAt) * 1000 < SPIN_MAX_US) spin = Math.min(SPIN_MAX_US, Math.max(spin * 2, 4));
+      sliceStart = performance.now();
+      continue;
+    }
+    handle(at);
+    if (performance.now() - sliceStart > SLICE_MS) {
+      await new Promise((r) => setImmediate(r));
+      sliceStart = performance.now();
+    }
+  }
+  clearInterval(keepAlive);
+  kv?.env.root.close();
+  process.exit(0);
+}
+
+parentPort?.postMessage({ t: 'ready' });
+void loop();

@@ -1,0 +1,241 @@
+// @ts-check
+// One invocation's KV transaction: every `kv-*` host import, its limits and permission,
+// over a buffer of its own writes laid on a reader of committed data. Synchronous: the
+// same code serves a worker reading LMDB directly and the main thread's bridge. Nothing
+// is visible to others until the owner commits `writes()`; dropping it is a rollback.
+// Plain JavaScript: workers load it.
+import { KvOpError } from './kv-error.js';
+import { decodeKey, encodeKey, fromMapKey, mapKey } from './keys.js';
+
+/**
+ * Committed data, as a transaction reads it.
+ * @typedef {object} KvReader
+ * @property {(key: Buffer) => Uint8Array | undefined} get
+ * @property {(lo: Buffer, hi: Buffer, reverse: boolean) => Iterable<[Buffer, Uint8Array]>} range entries with lo <= key < hi, in key order (or reverse)
+ * @property {(scope: import('./keys.js').ScopeKeys) => number} count committed entries in the scope
+ */
+/** @typedef {{ maxKeyBytes: number, maxValueBytes: number, maxEntriesPerScope: number, maxBatchItems: number, maxRangeEntries: number }} KvLimits */
+/** @typedef {'none' | 'read' | 'write'} KvAccess */
+/** @typedef {Map<string, Uint8Array | null>} Layer a stored key (latin1) -> value, or null for a deletion */
+
+export const KV_OPS = ['kvGet', 'kvSet', 'kvDel', 'kvExists', 'kvGetBatch', 'kvSetBatch', 'kvDelBatch', 'kvDelRange', 'kvKeys', 'kvEntries', 'kvCount'];
+export const KV_WRITE_OPS = new Set(['kvSet', 'kvDel', 'kvSetBatch', 'kvDelBatch', 'kvDelRange']);
+/** The same write operations by their WIT names, as a component imports them. */
+export const KV_WRITE_IMPORTS = ['kv-set', 'kv-del', 'kv-set-batch', 'kv-del-batch', 'kv-del-range'];
+
+export class KvTxn {
+  /** @type {Layer} */
+  buffer = new Map();
+  /** Change in the scope's entry count that the buffer would make. */
+  entryDelta = 0;
+  /** The scope's committed entry count, once something needed it. @type {number | undefined} */
+  baseCount;
+  /** Something was read from committed data (the answer may then wait for its durability). */
+  didRead = false;
+
+  /**
+   * @param {KvReader} reader
+   * @param {import('./keys.js').ScopeKeys} scope
+   * @param {KvAccess} access
+   * @param {KvLimits} limits
+   */
+  constructor(reader, scope, access, limits) {
+    this.reader = reader;
+    this.scope = scope;
+    this.access = access;
+    this.limits = limits;
+  }
+
+  /**
+   * Runs one host import by its jco name. Throws KvOpError for a guest-visible err.
+   * @param {string} op
+   * @param {unknown[]} args
+   * @returns {unknown}
+   */
+  apply(op, args) {
+    if (this.access === 'none') throw new KvOpError(`${op}: KV access denied: the caller has no KV permission`);
+    if (KV_WRITE_OPS.has(op) && this.access !== 'write') {
+      throw new KvOpError(`${op}: KV write denied: this call has read-only KV (the caller's permission, or the function is not writeable)`);
+    }
+    switch (op) {
+      case 'kvGet':
+        return this.get(this.key(args[0]));
+      case 'kvExists':
+        return this.get(this.key(args[0])) !== undefined;
+      case 'kvSet':
+        this.setAll([[this.key(args[0]), this.value(args[1])]]);
+        return undefined;
+      case 'kvDel':
+        this.setAll([[this.key(args[0]), null]]);
+        return undefined;
+      case 'kvGetBatch':
+        return this.batch(args[0]).map((k) => this.get(this.key(k)));
+      case 'kvSetBatch':
+        this.setAll(
+          this.batch(args[0]).map((e) => {
+            if (!Array.isArray(e) || e.length !== 2) throw new KvOpError('kvSetBatch: each entry must be a (key, value) pair');
+            return /** @type {const} */ ([this.key(e[0]), this.value(e[1])]);
+          }),
+        );
+        return undefined;
+      case 'kvDelBatch':
+        this.setAll(this.batch(args[0]).map((k) => /** @type {const} */ ([this.key(k), null])));
+        return undefined;
+      case 'kvKeys':
+        return this.range(args[0], 'kvKeys').map(([k]) => decodeKey(this.scope, k));
+      case 'kvEntries':
+        return this.range(args[0], 'kvEntries').map(([k, v]) => [decodeKey(this.scope, k), v]);
+      case 'kvCount': {
+        const r = this.rangeOf(args[0]);
+        let n = 0;
+        if (r.limit !== 0) for (const _ of this.scan(r)) if (++n === r.limit) break;
+        return BigInt(n);
+      }
+      case 'kvDelRange': {
+        const doomed = this.range(args[0], 'kvDelRange');
+        this.setAll(doomed.map(([k]) => /** @type {const} */ ([k, null])));
+        return BigInt(doomed.length);
+      }
+      default:
+        throw new KvOpError(`${op} is not a KV operation`);
+    }
+  }
+
+  /** The writes to commit, in key order; empty when the call wrote nothing. */
+  writes() {
+    return [...this.buffer].map(([k, v]) => /** @type {[Buffer, Uint8Array | null]} */ ([fromMapKey(k), v]));
+  }
+
+  /** The scope's entry count after commit, when known (it is kept only once counted). */
+  countAfter() {
+    return this.baseCount === undefined ? undefined : this.baseCount + this.entryDelta;
+  }
+
+  /** @param {unknown} k */
+  key(k) {
+    return encodeKey(this.scope, k, this.limits.maxKeyBytes);
+  }
+
+  /** @param {unknown} v */
+  value(v) {
+    if (!(v instanceof Uint8Array)) throw new KvOpError('value must be bytes');
+    if (v.byteLength > this.limits.maxValueBytes) {
+      throw new KvOpError(`value of ${v.byteLength} bytes exceeds the value size limit (maxValueBytes = ${this.limits.maxValueBytes})`);
+    }
+    // jco may hand a view into guest memory or a reused buffer: keep a copy of our own
+    return new Uint8Array(v);
+  }
+
+  /** @param {unknown} items */
+  batch(items) {
+    if (!Array.isArray(items)) throw new KvOpError('batch must be a list');
+    if (items.length > this.limits.maxBatchItems) {
+      throw new KvOpError(`batch of ${items.length} items exceeds the batch limit (maxBatchItems = ${this.limits.maxBatchItems})`);
+    }
+    return items;
+  }
+
+  /** @param {Buffer} key */
+  get(key) {
+    const own = this.buffer.get(mapKey(key));
+    if (own !== undefined) return own ?? undefined;
+    this.didRead = true;
+    return this.reader.get(key);
+  }
+
+  /**
+   * All or nothing: the entry limit is checked for the whole group before any is buffered.
+   * @param {readonly (readonly [Buffer, Uint8Array | null])[]} entries
+   */
+  setAll(entries) {
+    let delta = this.entryDelta;
+    /** @type {Map<string, boolean>} */
+    const seen = new Map();
+    for (const [key, value] of entries) {
+      const k = mapKey(key);
+      const existsNow = seen.get(k) ?? this.get(key) !== undefined;
+      delta += (value ? 1 : 0) - (existsNow ? 1 : 0);
+      seen.set(k, value !== null);
+    }
+    if (delta > 0) {
+      this.baseCount ??= this.reader.count(this.scope);
+      if (this.baseCount + delta > this.limits.maxEntriesPerScope) {
+        throw new KvOpError(`the write would take this scope past its entry limit (maxEntriesPerScope = ${this.limits.maxEntriesPerScope})`);
+      }
+    }
+    for (const [key, value] of entries) this.buffer.set(mapKey(key), value);
+    this.entryDelta = delta;
+  }
+
+  /**
+   * @param {unknown} r
+   * @returns {{ lo: Buffer, hi: Buffer, reverse: boolean, limit: number | undefined }}
+   */
+  rangeOf(r) {
+    if (typeof r !== 'object' || r === null) throw new KvOpError('range must be a key-range record');
+    const { start, end, limit, reverse } = /** @type {{ start?: string, end?: string, limit?: number, reverse?: boolean }} */ (r);
+    return {
+      lo: start === undefined ? this.scope.prefix : this.key(start),
+      hi: end === undefined ? this.scope.above : this.key(end),
+      reverse: reverse === true,
+      limit: limit === undefined ? undefined : limit,
+    };
+  }
+
+  /**
+   * Committed entries of a range with this transaction's buffer laid over them. Lazy.
+   * @param {{ lo: Buffer, hi: Buffer, reverse: boolean }} r
+   * @returns {Generator<[Buffer, Uint8Array]>}
+   */
+  *scan(r) {
+    const { lo, hi, reverse } = r;
+    this.didRead = true;
+    const over = [...this.buffer.keys()].filter((k) => {
+      const b = fromMapKey(k);
+      return Buffer.compare(b, lo) >= 0 && Buffer.compare(b, hi) < 0;
+    });
+    over.sort();
+    if (reverse) over.reverse();
+    /** @param {string} a @param {string} b */
+    const before = (a, b) => (reverse ? a > b : a < b);
+    let i = 0;
+    for (const [key, value] of this.reader.range(lo, hi, reverse)) {
+      const k = mapKey(key);
+      while (i < over.length && before(/** @type {string} */ (over[i]), k)) {
+        const o = /** @type {string} */ (over[i++]);
+        const v = this.buffer.get(o);
+        if (v) yield [fromMapKey(o), v];
+      }
+      if (i < over.length && over[i] === k) {
+        const v = this.buffer.get(k);
+        i++;
+        if (v) yield [key, v];
+        continue;
+      }
+      yield [key, value];
+    }
+    for (; i < over.length; i++) {
+      const o = /** @type {string} */ (over[i]);
+      const v = this.buffer.get(o);
+      if (v) yield [fromMapKey(o), v];
+    }
+  }
+
+  /**
+   * Entries of a range, refusing (with nothing done) a result past maxRangeEntries.
+   * @param {unknown} r
+   * @param {string} op
+   */
+  range(r, op) {
+    const range = this.rangeOf(r);
+    const max = this.limits.maxRangeEntries;
+    const want = range.limit === undefined ? max + 1 : Math.min(range.limit, max + 1);
+    /** @type {[Buffer, Uint8Array][]} */
+    const out = [];
+    if (want > 0) for (const e of this.scan(range)) if (out.push(e) >= want) break;
+    if (out.length > max) {
+      throw new KvOpError(`${op}: the range holds more than ${max} entries (maxRangeEntries = ${max}); pass a limit`);
+    }
+    return out;
+  }
+}

@@ -1,0 +1,270 @@
+// One invocation, end to end, owned by one object: plan its KV access, take its scope's
+// write lock (before a worker is involved, so no worker is parked waiting for a scope),
+// check out a controller, hand everything to the worker in one go (a new controller's
+// instantiation and init, then the export) under one time budget, then settle: commit,
+// release or drop, exactly once each. A call whose worker was lost before it started ran
+// nothing of itself and is run again, until its deadline.
+import { PlughostError, isPlughostError, messageOf } from '../errors.js';
+import { KvOpError } from '../kv/kv-error.js';
+import { type KvAccess, type KvScope, type KvStore, type KvTransaction } from '../kv/types.js';
+import { lockSlotOf } from '../kv/lmdb-store.js';
+import type { InvocationContext } from './context.js';
+import type { Controller } from './controller.js';
+import type { Runtime } from './runtime.js';
+import { EXPORTS, FLAG, RFLAG, STATUS, type ReplyRecord } from './shared/wire.js';
+import { WorkerLostError } from './worker-host.js';
+
+/** What a Runtime needs from whoever owns the workers and the store (RuntimeManager). */
+export interface CallServices {
+  readonly store: KvStore | undefined;
+  /** Workers read the store themselves (else KV goes over the host-call bridge). */
+  readonly kvInWorkers: boolean;
+  readonly acquireTimeoutMs: number;
+  /** Registers a call whose host calls cross the bridge; returns its id. */
+  beginBridgedCall(state: BridgedCall): number;
+  endBridgedCall(callId: number): void;
+  /** A call's KV writes are durable, `seconds` after it asked to commit (for metrics). */
+  committed(seconds: number): void;
+}
+
+/** What the host-call bridge needs to serve one call's imports on the main thread. */
+export interface BridgedCall {
+  ctx: InvocationContext;
+  runtime: Runtime;
+  access: KvAccess;
+  scope: KvScope;
+  lockHeld: boolean;
+  txn?: KvTransaction;
+}
+
+export type Job = { fn: 'invoke'; name: string | undefined; args: Uint8Array } | { fn: 'describe' } | { fn: 'functionWriteable'; name: string | undefined };
+
+const EXPORT_INDEX = new Map(EXPORTS.map((e, i) => [e, i]));
+const FAILURE: Partial<Record<number, { code: 'TRAP' | 'MEMORY_LIMIT'; reason: 'trap' | 'memory' }>> = {
+  [STATUS.TRAP]: { code: 'TRAP', reason: 'trap' },
+  [STATUS.MEMORY]: { code: 'MEMORY_LIMIT', reason: 'memory' },
+};
+
+/** Runs `job` once: one Call, retried inside while its worker is lost before it starts. */
+export function runCall(runtime: Runtime, services: CallServices, ctx: InvocationContext, job: Job): Promise<ReplyRecord> {
+  return new Call(runtime, services, ctx, job).run();
+}
+
+class Call {
+  private readonly deadline: number;
+  private readonly scope: KvScope;
+  private access: KvAccess;
+  private controller: Controller | undefined;
+  private unlock: (() => void) | undefined;
+  private bridged: BridgedCall | undefined;
+  private callId = 0;
+  /** Until when this call may wait for its scope's write lock. */
+  private lockUntil = 0;
+
+  constructor(
+    private readonly runtime: Runtime,
+    private readonly services: CallServices,
+    private readonly ctx: InvocationContext,
+    private readonly job: Job,
+  ) {
+    this.deadline = ctx.deadline ?? Infinity;
+    this.scope = { tenant: ctx.tenant, module: ctx.moduleName ?? runtime.name };
+    this.access = job.fn === 'invoke' ? ctx.kvAccess : 'none';
+  }
+
+  async run(): Promise<ReplyRecord> {
+    const rt = this.runtime;
+    try {
+      const name = this.job.fn === 'describe' ? undefined : this.job.name;
+      if (this.access === 'write' && rt.knownWriteable(name) === false) this.access = 'read';
+      const store = this.services.store;
+      this.lockUntil = Date.now() + Math.max(0, Math.min(this.deadline - Date.now(), this.services.acquireTimeoutMs));
+      // writers of a scope take turns. A worker that reads the store takes the lock itself as
+      // the call starts; for KV over the bridge it is taken here, before the hand-off
+      if (store && this.access === 'write' && rt.writesKv && !this.services.kvInWorkers) await this.lock(store);
+      const retryUntil = Math.min(this.deadline, Date.now() + this.services.acquireTimeoutMs);
+      for (;;) {
+        try {
+          return await this.attempt(name);
+        } catch (e) {
+          this.fail(e);
+          if (!(e instanceof WorkerLostError) || rt.closed || Date.now() >= retryUntil) throw e;
+        }
+      }
+    } finally {
+      this.releaseLock();
+      if (this.callId) this.services.endBridgedCall(this.callId);
+    }
+  }
+
+  /** Checks out a controller and runs the job on it, all under one time budget. */
+  private async attempt(name: string | undefined): Promise<ReplyRecord> {
+    for (;;) {
+      const reply = await this.attemptOnce(name);
+      if (reply) return reply;
+    }
+  }
+
+  /** One try; undefined when the scope's lock was held and the call came back unstarted (then retry once it is free). */
+  private async attemptOnce(name: string | undefined): Promise<ReplyRecord | undefined> {
+    const rt = this.runtime;
+    this.controller = await rt.pool.acquire(this.deadline, this.ctx.signal, this.services.acquireTimeoutMs);
+    const started = performance.now();
+    if (this.access === 'write' && rt.knownWriteable(name) === undefined && rt.component.exports.has('functionWriteable')) {
+      const w = await this.handOff({ fn: 'functionWriteable', name }, 'none', started);
+      const writeable = w.status === STATUS.OK && w.value === true;
+      rt.rememberWriteable(name, writeable);
+      if (!writeable) {
+        this.access = 'read';
+        this.releaseLock();
+      }
+    }
+    const reply = await this.handOff(this.job, this.access, started);
+    if (reply.status === STATUS.BUSY) {
+      this.runtime.pool.release(this.controller!);
+      this.controller = undefined;
+      const locks = this.services.store!.locks!;
+      if (!(await locks.whenFree(lockSlotOf(this.scope), this.lockUntil - Date.now()))) {
+        throw new PlughostError('POOL_EXHAUSTED', `the KV scope is busy: another call held its write lock for over ${Math.round(this.lockUntil - Date.now())} ms (tenant ${this.scope.tenant}, module ${this.scope.module})`);
+      }
+      return undefined;
+    }
+    return await this.settle(reply);
+  }
+
+  private async lock(store: KvStore): Promise<void> {
+    const scope = this.scope;
+    try {
+      // waited for like a controller: within the deadline and acquireTimeoutMs (and the store's own cap)
+      this.unlock = await store.lockScope(scope, Math.max(0, this.lockUntil - Date.now()));
+
+    } catch (e) {
+      if (e instanceof KvOpError) throw new PlughostError('POOL_EXHAUSTED', `${e.message} (tenant ${scope.tenant}, module ${scope.module})`);
+      throw e;
+    }
+  }
+
+  private releaseLock(): void {
+    this.unlock?.();
+    this.unlock = undefined;
+  }
+
+  /** One request to the controller's worker, within what is left of the call's budget. */
+  private async handOff(job: Job, access: KvAccess, started: number): Promise<ReplyRecord> {
+    const scope = this.scope;
+    const c = this.controller!;
+    const rt = this.runtime;
+    const budget = Math.min(rt.limits.maxExecutionMs - (performance.now() - started), this.deadline - Date.now());
+    if (budget <= 0) throw this.releaseWith(new PlughostError('TIMEOUT', 'the deadline passed before the call could start'));
+    if (this.ctx.signal?.aborted) throw this.releaseWith(new PlughostError('CANCELLED', 'the caller cancelled'));
+    let flags = 0;
+    if (!c.started) {
+      flags |= FLAG.CREATE | (rt.component.exports.has('init') ? FLAG.INIT : 0);
+      c.worker.loadModule(rt.loadMessage());
+    }
+    if (access !== 'none' && this.services.store) {
+      flags |= access === 'write' ? FLAG.KV_WRITE | FLAG.KV_READ : FLAG.KV_READ;
+      if (this.services.kvInWorkers) flags |= FLAG.KV_LOCAL;
+    }
+    if (job.fn === 'invoke' && (rt.usesBridge || (rt.usesKv && !(flags & FLAG.KV_LOCAL)))) {
+      // host calls the main thread serves (log, sql, run, KV of a store the worker cannot read) find the call by its id
+      this.bridged = { ctx: this.ctx, runtime: rt, access, scope, lockHeld: this.unlock !== undefined };
+      this.callId ||= this.services.beginBridgedCall(this.bridged);
+    }
+    let lockSlot = -1;
+    let lockToken = 0;
+    const locks = this.services.store?.locks;
+    if (job.fn === 'invoke' && flags & FLAG.KV_LOCAL && access === 'write' && rt.writesKv && locks) {
+      lockSlot = lockSlotOf(scope);
+      lockToken = locks.token();
+      // the worker takes it as the call starts; releasing is ours (a no-op unless the token holds it)
+      this.unlock = () => locks.release(lockSlot, lockToken);
+    }
+    c.calls++;
+    const pending = c.worker.call(
+      {
+        controllerId: c.id,
+        moduleId: rt.moduleId,
+        callId: job.fn === 'invoke' ? this.callId : 0,
+        flags,
+        fn: EXPORT_INDEX.get(job.fn)!,
+        deadlineAt: this.deadline,
+        lockSlot,
+        lockToken,
+        name: 'name' in job ? job.name : undefined,
+        tenant: scope.tenant,
+        kvModule: scope.module,
+        args: job.fn === 'invoke' ? job.args : EMPTY,
+      },
+      Math.ceil(budget),
+    );
+    rt.pool.unclaim(c);
+    const reply = await pending;
+    if (reply.flags & RFLAG.CREATED) rt.pool.started(c);
+    if (reply.status === STATUS.EXPIRED) throw this.releaseWith(new PlughostError('TIMEOUT', String(reply.value)));
+    if (reply.status === STATUS.INIT_FAILED) throw this.dropWith('init', new PlughostError('INIT_FAILED', `init failed: ${String(reply.value)}`));
+    const failure = FAILURE[reply.status];
+    if (failure) {
+      const what = reply.flags & RFLAG.STARTING ? 'starting a controller failed' : job.fn === 'invoke' ? '' : `${job.fn} failed`;
+      throw this.dropWith(failure.reason, new PlughostError(failure.code, what ? `${what}: ${String(reply.value)}` : String(reply.value)));
+    }
+    return reply;
+  }
+
+  /** The controller is unharmed (the call did not run): back to the pool. */
+  private releaseWith(e: PlughostError): PlughostError {
+    if (this.controller) this.runtime.pool.release(this.controller);
+    this.controller = undefined;
+    return e;
+  }
+
+  private dropWith(reason: 'init' | 'trap' | 'memory', e: PlughostError): PlughostError {
+    if (this.controller) this.runtime.pool.drop(this.controller, reason);
+    this.controller = undefined;
+    return e;
+  }
+
+  /** A finished call: the controller back to the pool, then its writes durable (or its reads' data). */
+  private async settle(reply: ReplyRecord): Promise<ReplyRecord> {
+    const scope = this.scope;
+    const c = this.controller!;
+    this.controller = undefined;
+    this.runtime.pool.release(c);
+    const store = this.services.store;
+    if (!store) return reply;
+    const txn = this.bridged?.txn;
+    if (reply.status !== STATUS.OK) txn?.rollback();
+    try {
+      const t0 = performance.now();
+      if (reply.status === STATUS.OK && reply.commit) {
+        const { visible, durable } = store.commit(scope, reply.commit);
+        await visible;
+        this.releaseLock();
+        await durable;
+        this.services.committed((performance.now() - t0) / 1000);
+      } else if (reply.status === STATUS.OK && txn && (await txn.commit())) {
+        this.services.committed((performance.now() - t0) / 1000);
+      }
+    } catch (e) {
+      throw new PlughostError('UNAVAILABLE', `the call's KV writes could not be committed, and none was made: ${messageOf(e)}`, { cause: e });
+    }
+    this.releaseLock();
+    // what it read may be a commit still on its way to disk: answer only once that is durable
+    if (reply.flags & RFLAG.KV_READ || txn?.didRead) await store.readBarrier();
+    return reply;
+  }
+
+  /** After an exception: a controller still checked out is released if unharmed, else dropped. */
+  private fail(e: unknown): void {
+    this.bridged?.txn?.rollback();
+    const c = this.controller;
+    if (!c) return;
+    this.controller = undefined;
+    const pool = this.runtime.pool;
+    if (isPlughostError(e, 'TIMEOUT')) pool.drop(c, 'timeout');
+    else if (isPlughostError(e, 'MEMORY_LIMIT')) pool.drop(c, 'memory');
+    else pool.drop(c, e instanceof WorkerLostError ? 'other' : 'trap');
+  }
+}
+
+const EMPTY = new Uint8Array(0);
