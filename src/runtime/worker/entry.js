@@ -306,23 +306,29 @@ function handle(at) {
 const keepAlive = setInterval(() => {}, 1 << 30);
 
 async function loop() {
-  // spin budget (µs): full while calls keep arriving, halved by every spin that found none
+  // spin while calls keep arriving; three spins in a row that find nothing stop the
+  // spinning until a call comes soon after the worker fell asleep again
   let spin = SPIN_MAX_US;
+  let misses = 0;
   let sliceStart = performance.now();
   while (!stopping) {
     let at = requests.peek();
     if (at < 0 && spin > 0) {
       const until = performance.now() + spin / 1000;
       while ((at = requests.peek()) < 0 && performance.now() < until);
-      spin = at < 0 ? spin >> 1 : SPIN_MAX_US;
+      if (at >= 0) misses = 0;
+      else if (++misses >= 3) spin = 0;
     }
     if (at < 0) {
       kv?.refresh(); // hold no read snapshot while idle
       const sleptAt = performance.now();
       const wait = requests.waitAsync();
       if (wait) await wait;
-      // woken soon after falling asleep: a longer spin would have caught this call
-      if ((performance.now() - sleptAt) * 1000 < SPIN_MAX_US) spin = Math.min(SPIN_MAX_US, Math.max(spin * 2, 4));
+      // woken soon after falling asleep (the wake-up itself costs tens of µs): spinning pays again
+      if ((performance.now() - sleptAt) * 1000 < 4 * SPIN_MAX_US) {
+        spin = SPIN_MAX_US;
+        misses = 0;
+      }
       sliceStart = performance.now();
       continue;
     }
