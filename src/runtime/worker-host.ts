@@ -301,11 +301,6 @@ export class WorkerHost {
         while (this.state !== 'dead') {
           this.drain();
           if (this.sent.length === 0) break;
-          // look again on the next few event-loop turns before sleeping: a worker that has to
-          // wake this thread pays ~15 µs for it; the turns still serve everything else
-          const until = performance.now() + this.options.spinUs / 1000;
-          while (!this.replies.ready && this.state !== 'dead' && performance.now() < until) await new Promise((r) => setImmediate(r));
-          if (this.replies.ready) continue;
           const wait = this.replies.waitAsync();
           if (wait) await wait;
         }
