@@ -126,3 +126,20 @@ test.serial('a reader that may have seen a commit still on its way to disk is an
   t.true(isDurable, 'the barrier opened only with the commit durable');
   t.is(store.readBarrier(), undefined);
 });
+
+test.serial('over the bridge, a write call retried after its worker was lost commits its writes', async (t) => {
+  const store = lmdbStore(t);
+  const m = await manager(t, { store, kvInWorkers: false, workers: 1, limits: { maxExecutionMs: 300 } });
+  const faults = await m.load(await fixture('faults'));
+  const kv = await m.load(await fixture('kv'), { name: 'kv' });
+  valueOf(await kv.invoke(ctx(), 'get', enc('n'))); // a controller of kv exists before the loop
+  const looping = faults.invoke(ctx(), 'loop', none);
+  looping.catch(() => {});
+  // queued behind the loop on the only worker, lost with it, run again on the replacement
+  const incr = kv.invoke(ctx(), undefined, none);
+  t.true(isPlughostError(await t.throwsAsync(looping), 'TIMEOUT'));
+  t.is(readU32(valueOf(await incr)), 1);
+  t.is(m.stats().workerRestarts, 1, 'the increment was queued on the worker that was stopped');
+  const stored = valueOf(await kv.invoke(ctx(), 'get', enc('n')));
+  t.is(readU32(stored.subarray(1)), 1, 'its write was committed');
+});

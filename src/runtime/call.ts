@@ -1,8 +1,9 @@
-// One invocation, end to end, owned by one object: plan its KV access, take its scope's
-// write lock (before a worker is involved, so no worker is parked waiting for a scope),
-// check out a controller, hand everything to the worker in one go (a new controller's
-// instantiation and init, then the export) under one time budget, then settle: commit,
-// release or drop, exactly once each. A call whose worker was lost before it started ran
+// One invocation, end to end, owned by one object: plan its KV access, check out a
+// controller, hand everything to the worker in one go (a new controller's instantiation
+// and init, then the export) under one time budget, then settle: commit, release or drop,
+// exactly once each. A writer's scope lock is taken by the worker as the call starts (a
+// held lock sends the call back unstarted; it is retried once the lock is free), so no
+// worker is parked waiting for a scope. A call whose worker was lost before it started ran
 // nothing of itself and is run again, until its deadline.
 import { PlughostError, isPlughostError, messageOf } from '../errors.js';
 import { KvOpError } from '../kv/kv-error.js';
@@ -137,7 +138,6 @@ class Call {
     try {
       // waited for like a controller: within the deadline and acquireTimeoutMs (and the store's own cap)
       this.unlock = await store.lockScope(scope, Math.max(0, this.lockUntil - Date.now()));
-
     } catch (e) {
       if (e instanceof KvOpError) throw new PlughostError('POOL_EXHAUSTED', `${e.message} (tenant ${scope.tenant}, module ${scope.module})`);
       throw e;
@@ -167,9 +167,11 @@ class Call {
       if (this.services.kvInWorkers) flags |= FLAG.KV_LOCAL;
     }
     if (job.fn === 'invoke' && (rt.usesBridge || (rt.usesKv && !(flags & FLAG.KV_LOCAL)))) {
-      // host calls the main thread serves (log, sql, run, KV of a store the worker cannot read) find the call by its id
-      this.bridged = { ctx: this.ctx, runtime: rt, access, scope, lockHeld: this.unlock !== undefined };
-      this.callId ||= this.services.beginBridgedCall(this.bridged);
+      // host calls the main thread serves (log, sql, run, KV of a store the worker cannot read)
+      // find the call by its id; a retry starts over with a fresh transaction
+      this.bridged?.txn?.rollback();
+      if (this.bridged) Object.assign(this.bridged, { access, lockHeld: this.unlock !== undefined, txn: undefined });
+      else this.callId = this.services.beginBridgedCall((this.bridged = { ctx: this.ctx, runtime: rt, access, scope, lockHeld: this.unlock !== undefined }));
     }
     let lockSlot = -1;
     let lockToken = 0;
