@@ -51,13 +51,4 @@ export function isPlughostError(e: unknown, code?: ErrorCode): e is PlughostErro
   return e instanceof PlughostError && (code === undefined || e.code === code);
 }
 
-/** A readable message from anything thrown, including the non-Error values guests and jco throw. */
-export function messageOf(e: unknown): string {
-  if (e instanceof Error) return e.message;
-  if (typeof e === 'string') return e;
-  try {
-    return JSON.stringify(e) ?? String(e);
-  } catch {
-    return String(e);
-  }
-}
+export { messageOf } from './util/message-of.js';

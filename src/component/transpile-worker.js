@@ -6,6 +6,7 @@
 import { transpileBytes } from '@bytecodealliance/jco-transpile';
 import { componentWit } from '@bytecodealliance/jco-transpile/wasm-tools';
 import { parentPort, workerData } from 'node:worker_threads';
+import { messageOf } from '../util/message-of.js';
 
 /**
  * @typedef {import('./transpiler.js').TranspileRequest} TranspileRequest
@@ -20,19 +21,6 @@ const port = /** @type {import('node:worker_threads').MessagePort} */ (parentPor
 /** The options plughost has always transpiled with (`noTypescript` is not in jco's types). */
 const TRANSPILE_OPTIONS = /** @type {any} */ ({ name: 'plugin', instantiation: { tag: 'sync' }, noTypescript: true });
 
-/**
- * Like messageOf in src/errors.ts: a readable message from anything thrown (jco throws non-Errors too).
- * @param {unknown} e
- */
-function messageOf(e) {
-  if (e instanceof Error) return e.message;
-  if (typeof e === 'string') return e;
-  try {
-    return JSON.stringify(e) ?? String(e);
-  } catch {
-    return String(e);
-  }
-}
 
 /**
  * The file contents as Uint8Arrays that own their whole buffer, and those buffers to transfer

@@ -2,15 +2,15 @@
 // writes (buffered by its transaction, in a worker or here) are committed here, and
 // commits from every scope that arrive in one event turn share one LMDB transaction and
 // one flush. Runtime workers read the same environment directly (`local`). A scope's
-// writers are serialized by its lock, held from before the call runs until its commit is
-// visible; a commit resolves only once its writes are durable.
+// writers are serialized by its lock (scope-locks.js), taken as the call starts and held
+// until its commit is visible; a commit resolves only once its writes are durable.
 import { mkdirSync } from 'node:fs';
 import { KvOpError } from './kv-error.js';
 import { scopeKeys, type ScopeKeys } from './keys.js';
 import { LmdbReader, openLmdbEnv, type LmdbEnv } from './lmdb-env.js';
 import { ScopeLocks, slotOf } from './scope-locks.js';
 import { KvTxn } from './txn.js';
-import type { KvAccess, KvCommit, KvLimits, KvScope, KvStore, KvTransaction, KvWrite } from './types.js';
+import type { KvAccess, KvCommit, KvLimits, KvScope, KvStore, KvTransaction } from './types.js';
 
 export interface LmdbKvStoreOptions {
   /** Directory of the LMDB environment (created if missing). */
@@ -83,8 +83,7 @@ export class LmdbKvStore implements KvStore {
       // the count is kept once something counted it; every later commit keeps it exact
       const stored = counts.get(keys.below);
       const base = stored ?? c.baseCount;
-      if (base !== undefined && c.entryDelta !== 0) counts.put(keys.below, base + c.entryDelta);
-      else if (stored === undefined && c.baseCount !== undefined) counts.put(keys.below, c.baseCount);
+      if (base !== undefined && (stored === undefined || c.entryDelta !== 0)) counts.put(keys.below, base + c.entryDelta);
     };
     const visible = this.commitMode === 'grouped' ? this.env.db.transaction(write).then(() => undefined) : Promise.resolve().then(() => void this.env.db.transactionSync(write));
     const durable = (async () => {
@@ -142,7 +141,6 @@ class MainThreadTransaction implements KvTransaction {
   private release: (() => void) | undefined;
   private locking: Promise<void> | undefined;
   private state: 'open' | 'committed' | 'rolled-back' = 'open';
-
   private readonly keys: ScopeKeys;
 
   constructor(
@@ -175,16 +173,11 @@ class MainThreadTransaction implements KvTransaction {
     return this.locking;
   }
 
-  pending(): KvCommit | undefined {
-    const writes: KvWrite[] = this.txn.writes();
-    return writes.length ? { writes, entryDelta: this.txn.entryDelta, baseCount: this.txn.baseCount } : undefined;
-  }
-
   async commit(): Promise<boolean> {
     if (this.state !== 'open') return false;
     this.state = 'committed';
     try {
-      const c = this.pending();
+      const c = this.txn.commitRecord();
       if (!c) return false;
       const { visible, durable } = this.store.commit(this.keys, c);
       await visible;

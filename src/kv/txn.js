@@ -101,14 +101,15 @@ export class KvTxn {
     }
   }
 
-  /** The writes to commit, in key order; empty when the call wrote nothing. */
-  writes() {
-    return [...this.buffer].map(([k, v]) => /** @type {[Buffer, Uint8Array | null]} */ ([fromMapKey(k), v]));
-  }
-
-  /** The scope's entry count after commit, when known (it is kept only once counted). */
-  countAfter() {
-    return this.baseCount === undefined ? undefined : this.baseCount + this.entryDelta;
+  /**
+   * What the store must commit (the writes, and what they do to the scope's entry count),
+   * or undefined when the call wrote nothing.
+   * @returns {{ writes: [Buffer, Uint8Array | null][], entryDelta: number, baseCount: number | undefined } | undefined}
+   */
+  commitRecord() {
+    if (this.buffer.size === 0) return undefined;
+    const writes = [...this.buffer].map(([k, v]) => /** @type {[Buffer, Uint8Array | null]} */ ([fromMapKey(k), v]));
+    return { writes, entryDelta: this.entryDelta, baseCount: this.baseCount };
   }
 
   /** @param {unknown} k */

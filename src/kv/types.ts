@@ -7,12 +7,6 @@ export { KvOpError } from './kv-error.js';
 /** What a caller may do with KV; lowered to read for functions that are not writeable. */
 export type KvAccess = 'none' | 'read' | 'write';
 
-const ACCESS_ORDER: Record<KvAccess, number> = { none: 0, read: 1, write: 2 };
-
-export function lowerAccess(a: KvAccess, b: KvAccess): KvAccess {
-  return ACCESS_ORDER[a] <= ACCESS_ORDER[b] ? a : b;
-}
-
 /** Whose keys: a guest never names its scope and cannot leave it. */
 export interface KvScope {
   tenant: string;

@@ -2,7 +2,7 @@
 // shared/wire.js: the worker's start-up data and the control messages (structured clone).
 import type { MessagePort } from 'node:worker_threads';
 import type { KvLimits } from '../kv/types.js';
-import type { CallRecord, ReplyRecord } from './shared/wire.js';
+import type { CallRecord } from './shared/wire.js';
 
 export interface WorkerInit {
   /** Ring of requests, main -> worker (shared/ring.js). */
@@ -33,9 +33,6 @@ export type ControlMessage =
   /** A call too big for the request ring. */
   | { t: 'call'; call: CallRecord }
   | { t: 'stop' };
-
-/** A reply too big for the reply ring, posted on the control port. */
-export type OversizedReply = ReplyRecord;
 
 /** Worker -> main over the bridge port; the worker is blocked waiting for the reply. */
 export type BridgeRequest = { seq: number; callId: number; op: string; args: unknown[] };

@@ -12,9 +12,9 @@ export const REQ = { CALL: 1, CONTROL: 2, DROP: 3 };
 /** Reply status; LOG is not a reply but a guest log line of the running call, ahead of its reply. */
 export const STATUS = { OK: 0, GUEST_ERROR: 1, TRAP: 2, MEMORY: 3, INIT_FAILED: 4, EXPIRED: 5, BUSY: 6, LOG: 254, ON_PORT: 255 };
 /** Call flags. */
-export const FLAG = { CREATE: 1, INIT: 2, WRITEABLE: 4, KV_LOCAL: 8, KV_READ: 16, KV_WRITE: 32 };
+export const FLAG = { CREATE: 1, INIT: 2, KV_LOCAL: 8, KV_READ: 16, KV_WRITE: 32 };
 /** Reply flags. */
-export const RFLAG = { KV_READ: 1, WRITEABLE_KNOWN: 2, WRITEABLE: 4, CREATED: 8, STARTING: 16 };
+export const RFLAG = { KV_READ: 1, CREATED: 8, STARTING: 16 };
 /** What a call runs: a plugin export by its jco name, or `describe` (every introspection export in one go). */
 export const EXPORTS = ['invoke', 'init', 'listFunctions', 'functionArgs', 'functionReturns', 'functionWriteable', 'functionComment', 'describe'];
 const VALUE = { NONE: 0, BYTES: 1, JSON: 2 };

@@ -217,18 +217,7 @@ function runCall(call) {
     const slot = c.slot;
     try {
       /** @type {import('../../kv/txn.js').KvAccess} */
-      let access = call.flags & FLAG.KV_WRITE ? 'write' : call.flags & FLAG.KV_READ ? 'read' : 'none';
-      if (call.flags & FLAG.WRITEABLE) {
-        let writeable = false;
-        try {
-          writeable = c.exports.functionWriteable?.(call.name) === true;
-        } catch (e) {
-          // an unknown function (err) gets read-only KV; its invoke will answer for itself
-          if (typeof e !== 'string') throw e;
-        }
-        out.flags |= RFLAG.WRITEABLE_KNOWN | (writeable ? RFLAG.WRITEABLE : 0);
-        if (!writeable && access === 'write') access = 'read';
-      }
+      const access = call.flags & FLAG.KV_WRITE ? 'write' : call.flags & FLAG.KV_READ ? 'read' : 'none';
       if (kv && call.flags & FLAG.KV_LOCAL) {
         kv.refresh();
         slot.txn = new KvTxn(kv, scopeOf(call.tenant, call.kvModule), access, c.module.kvLimits);
@@ -245,8 +234,7 @@ function runCall(call) {
       const txn = slot.txn;
       if (txn) {
         if (txn.didRead) out.flags |= RFLAG.KV_READ;
-        const writes = txn.writes();
-        if (writes.length) out.commit = { writes, entryDelta: txn.entryDelta, baseCount: txn.baseCount };
+        out.commit = txn.commitRecord();
       }
     } catch (e) {
       const f = failureStatus(e, c, c.module.maxMemoryBytes);
