@@ -136,6 +136,18 @@ export class Ring {
     });
   }
 
+  /**
+   * Blocks this thread until a record is published or `timeoutMs` passes (workers only:
+   * the main thread never blocks). A futex wait: its wake-up is never lost.
+   * @param {number} timeoutMs
+   */
+  waitSync(timeoutMs) {
+    Atomics.store(this.header, SLEEPING, 1);
+    const seen = this.readPos | 0;
+    if ((Atomics.load(this.header, WRITE) | 0) === seen) Atomics.wait(this.header, WRITE, seen, timeoutMs);
+    Atomics.store(this.header, SLEEPING, 0);
+  }
+
   /** Producer side: waits until the consumer frees space (workers only). @param {number} timeoutMs */
   waitForSpace(timeoutMs) {
     const seen = Atomics.load(this.header, READ);

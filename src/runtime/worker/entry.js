@@ -49,6 +49,8 @@ const kvOpCounts = new Float64Array(init.kvOps);
 const SPIN_MAX_US = init.spinUs;
 /** Work for this long without yielding to the event loop (lmdb-js timers, the bridge port). */
 const SLICE_MS = 5;
+/** Longest an idle worker blocks before its event loop gets a turn. */
+const IDLE_WAIT_MS = 50;
 let stopping = false;
 /** Seq of the call running now. */
 let runningSeq = 0;
@@ -290,9 +292,6 @@ function handle(at) {
   requests.consume(at);
 }
 
-// Atomics.waitAsync holds no reference on the event loop: without this the worker would exit when idle
-const keepAlive = setInterval(() => {}, 1 << 30);
-
 async function loop() {
   // spin while calls keep arriving; three spins in a row that find nothing stop the
   // spinning until a call comes soon after the worker fell asleep again
@@ -310,8 +309,13 @@ async function loop() {
     if (at < 0) {
       kv?.refresh(); // hold no read snapshot while idle
       const sleptAt = performance.now();
-      const wait = requests.waitAsync();
-      if (wait) await wait;
+      // sleep in a futex wait (an Atomics.waitAsync here was seen to miss its notify under load,
+      // stranding the calls behind it); every IDLE_WAIT_MS the event loop gets a turn
+      requests.waitSync(IDLE_WAIT_MS);
+      if (!requests.ready) {
+        await new Promise((r) => setImmediate(r));
+        continue;
+      }
       // woken soon after falling asleep (the wake-up itself costs tens of µs): spinning pays again
       if ((performance.now() - sleptAt) * 1000 < 4 * SPIN_MAX_US) {
         spin = SPIN_MAX_US;
@@ -326,7 +330,6 @@ async function loop() {
       sliceStart = performance.now();
     }
   }
-  clearInterval(keepAlive);
   kv?.env.root.close();
   process.exit(0);
 }
