@@ -161,8 +161,8 @@ function callSize(c) {
 }
 
 /**
- * Writes a call into the ring. Returns false when it does not fit now (the ring is full)
- * or ever (`tooBig`): the caller sends it over the control port instead.
+ * Writes a call into the ring: 'full' when it does not fit now (the caller keeps it for
+ * later), 'too-big' when it never will (the caller sends it over the control port).
  * @param {import('./ring.js').Ring} ring
  * @param {CallRecord} c
  * @returns {'ok' | 'full' | 'too-big'}
