@@ -10,7 +10,7 @@ import { KvOpError } from './kv-error.js';
  * @property {Buffer} prefix Every stored key of the scope starts with this.
  * @property {Buffer} below Less than every key of the scope, greater than every key of other scopes below it; also the scope's key in the counts table.
  * @property {Buffer} above Greater than every key of the scope.
- * @property {string} id Map key of the scope (for locks).
+ * @property {string} id Map key of the scope (its lock, its pending commits): scopeId.
  */
 
 /**
@@ -21,6 +21,14 @@ function lengthPrefixed(s, what) {
   const bytes = Buffer.from(s, 'utf8');
   if (bytes.length === 0 || bytes.length > 255) throw new Error(`KV scope ${what} must be 1 to 255 bytes, got ${bytes.length}`);
   return Buffer.concat([Buffer.from([bytes.length]), bytes]);
+}
+
+/**
+ * The scope's map key, as scopeKeys(scope).id (unambiguous: lengths come first).
+ * @param {{ tenant: string, module: string }} scope
+ */
+export function scopeId(scope) {
+  return Buffer.concat([lengthPrefixed(scope.tenant, 'tenant'), lengthPrefixed(scope.module, 'module')]).toString('latin1');
 }
 
 /**

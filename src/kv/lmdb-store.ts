@@ -2,13 +2,16 @@
 // writes (buffered by its transaction, in a worker or here) are committed here, and
 // commits from every scope that arrive in one event turn share one LMDB transaction and
 // one flush. Runtime workers read the same environment directly (`local`). A scope's
-// writers are serialized by its lock (scope-locks.js), taken as the call starts and held
-// until its commit is visible; a commit resolves only once its writes are durable.
+// writers are serialized by its lock (scope-locks.ts). A writer in a worker holds it only
+// until its reply is in: its commit then goes on in the background, and the next writer
+// reads through it (overlayOf) until LMDB has it, so a scope's writers do not wait for
+// one another's commits. A commit that fails fails every later one of its scope that read
+// through it. A commit resolves only once its writes are durable.
 import { mkdirSync } from 'node:fs';
 import { KvOpError } from './kv-error.js';
-import { scopeKeys, type ScopeKeys } from './keys.js';
+import { scopeId, scopeKeys, type ScopeKeys } from './keys.js';
 import { LmdbReader, openLmdbEnv, type LmdbEnv } from './lmdb-env.js';
-import { ScopeLocks, slotOf } from './scope-locks.js';
+import { ScopeLocks } from './scope-locks.js';
 import { KvTxn } from './txn.js';
 import type { KvAccess, KvCommit, KvLimits, KvScope, KvStore, KvTransaction } from './types.js';
 
@@ -24,12 +27,13 @@ export interface LmdbKvStoreOptions {
 export class LmdbKvStore implements KvStore {
   private readonly env: LmdbEnv;
   private readonly reader: LmdbReader;
-  /** Write locks of the scopes, in shared memory: workers take them, this thread releases them. */
-  readonly locks = new ScopeLocks();
+  private readonly locks = new ScopeLocks();
   readonly lockTimeoutMs: number;
   private readonly commitMode: 'grouped' | 'per-call';
   /** Where workers open the same environment to read it. */
-  readonly local: { path: string; commitMode: 'grouped' | 'per-call'; locks: SharedArrayBuffer };
+  readonly local: { path: string; commitMode: 'grouped' | 'per-call' };
+  /** Each scope's commits started and not yet in LMDB, oldest first. */
+  private readonly pending = new Map<string, PendingCommit[]>();
   /** Commits started / made durable, numbered in order (a flush covers every earlier commit). */
   private startedEpoch = 0;
   private durableEpoch = 0;
@@ -43,7 +47,7 @@ export class LmdbKvStore implements KvStore {
     this.env = openLmdbEnv({ path: options.path, commitMode: this.commitMode });
     this.reader = new LmdbReader(this.env);
     this.lockTimeoutMs = options.lockTimeoutMs ?? 10_000;
-    this.local = { path: options.path, commitMode: this.commitMode, locks: this.locks.sab };
+    this.local = { path: options.path, commitMode: this.commitMode };
   }
 
   /** A transaction served on this thread (the host-call bridge, and tests of the store). */
@@ -54,7 +58,17 @@ export class LmdbKvStore implements KvStore {
 
   /** Serializes a scope's writers: resolves to the release, or fails after `timeoutMs` (at most lockTimeoutMs). */
   lockScope(scope: KvScope, timeoutMs = this.lockTimeoutMs): Promise<() => void> {
-    return this.locks.acquire(lockIdOf(scope), Math.min(timeoutMs, this.lockTimeoutMs));
+    return this.locks.acquire(scopeId(scope), Math.min(timeoutMs, this.lockTimeoutMs));
+  }
+
+  /**
+   * The writes of the scope's commits not yet in LMDB, oldest first (undefined: none), for
+   * the holder of its lock to read through: every one of them is in LMDB before its own.
+   */
+  overlayOf(scope: KvScope): [Buffer, Uint8Array | null][] | undefined {
+    const list = this.pending.get(scopeId(scope));
+    if (!list) return undefined;
+    return list.length === 1 ? list[0]!.writes : list.flatMap((p) => p.writes);
   }
 
   /** @internal the reader of committed data on this thread */
@@ -75,17 +89,41 @@ export class LmdbKvStore implements KvStore {
     const keys = 'id' in scope ? scope : scopeKeys(scope);
     const epoch = ++this.startedEpoch;
     const { db, counts } = this.env;
+    const list = this.pending.get(keys.id) ?? [];
+    const entry: PendingCommit = { writes: c.writes, failed: false, after: list.at(-1) };
+    list.push(entry);
+    this.pending.set(keys.id, list);
     const write = () => {
-      for (const [k, v] of c.writes) {
-        if (v) db.put(k, Buffer.from(v.buffer, v.byteOffset, v.byteLength));
-        else db.remove(k);
+      // this call may have read the earlier commit's writes: if that one failed, so does this
+      const afterFailed = entry.after?.failed;
+      entry.after = undefined;
+      try {
+        if (afterFailed) throw new KvOpError('an earlier commit of this KV scope, which this call may have read, failed');
+        for (const [k, v] of c.writes) {
+          if (v) db.put(k, Buffer.from(v.buffer, v.byteOffset, v.byteLength));
+          else db.remove(k);
+        }
+        // the count is kept once something counted it; every later commit keeps it exact
+        const stored = counts.get(keys.below);
+        const base = stored ?? c.baseCount;
+        if (base !== undefined && (stored === undefined || c.entryDelta !== 0)) counts.put(keys.below, base + c.entryDelta);
+      } catch (e) {
+        // known at once to the scope's next commit, which may run in the same LMDB transaction
+        entry.failed = true;
+        throw e;
       }
-      // the count is kept once something counted it; every later commit keeps it exact
-      const stored = counts.get(keys.below);
-      const base = stored ?? c.baseCount;
-      if (base !== undefined && (stored === undefined || c.entryDelta !== 0)) counts.put(keys.below, base + c.entryDelta);
     };
-    const visible = this.commitMode === 'grouped' ? this.env.db.transaction(write).then(() => undefined) : Promise.resolve().then(() => void this.env.db.transactionSync(write));
+    const done = () => {
+      entry.after = undefined;
+      list.splice(list.indexOf(entry), 1);
+      if (list.length === 0 && this.pending.get(keys.id) === list) this.pending.delete(keys.id);
+    };
+    const committing = this.commitMode === 'grouped' ? this.env.db.transaction(write) : Promise.resolve().then(() => this.env.db.transactionSync(write));
+    const visible = committing.then(done, (e: unknown) => {
+      entry.failed = true;
+      done();
+      throw e;
+    });
     const durable = (async () => {
       await visible;
       await this.env.root.flushed;
@@ -127,13 +165,13 @@ export class LmdbKvStore implements KvStore {
   }
 }
 
-/** The id a scope's write lock is found by (tenant and module name, unambiguously). */
-export function lockIdOf(scope: KvScope): string {
-  return `${scope.tenant.length}:${scope.tenant}\u0000${scope.module}`;
+/** A commit on its way into LMDB. */
+interface PendingCommit {
+  writes: [Buffer, Uint8Array | null][];
+  failed: boolean;
+  /** The scope's commit before it, which its call may have read through. */
+  after: PendingCommit | undefined;
 }
-
-/** The lock slot of a scope, for workers that take it themselves. */
-export const lockSlotOf = (scope: KvScope): number => slotOf(lockIdOf(scope));
 
 /** A transaction whose operations run on the main thread, over the same KvTxn the workers use. */
 class MainThreadTransaction implements KvTransaction {

@@ -6,6 +6,7 @@
 // Plain JavaScript: workers load it.
 import { KvOpError } from './kv-error.js';
 import { decodeKey, encodeKey, fromMapKey, mapKey } from './keys.js';
+import { laid } from './layer.js';
 
 /**
  * Committed data, as a transaction reads it.
@@ -16,7 +17,7 @@ import { decodeKey, encodeKey, fromMapKey, mapKey } from './keys.js';
  */
 /** @typedef {{ maxKeyBytes: number, maxValueBytes: number, maxEntriesPerScope: number, maxBatchItems: number, maxRangeEntries: number }} KvLimits */
 /** @typedef {'none' | 'read' | 'write'} KvAccess */
-/** @typedef {Map<string, Uint8Array | null>} Layer a stored key (latin1) -> value, or null for a deletion */
+/** @typedef {import('./layer.js').Layer} Layer */
 
 export const KV_OPS = ['kvGet', 'kvSet', 'kvDel', 'kvExists', 'kvGetBatch', 'kvSetBatch', 'kvDelBatch', 'kvDelRange', 'kvKeys', 'kvEntries', 'kvCount'];
 export const KV_WRITE_OPS = new Set(['kvSet', 'kvDel', 'kvSetBatch', 'kvDelBatch', 'kvDelRange']);
@@ -186,40 +187,10 @@ export class KvTxn {
   /**
    * Committed entries of a range with this transaction's buffer laid over them. Lazy.
    * @param {{ lo: Buffer, hi: Buffer, reverse: boolean }} r
-   * @returns {Generator<[Buffer, Uint8Array]>}
    */
-  *scan(r) {
-    const { lo, hi, reverse } = r;
+  scan(r) {
     this.didRead = true;
-    const over = [...this.buffer.keys()].filter((k) => {
-      const b = fromMapKey(k);
-      return Buffer.compare(b, lo) >= 0 && Buffer.compare(b, hi) < 0;
-    });
-    over.sort();
-    if (reverse) over.reverse();
-    /** @param {string} a @param {string} b */
-    const before = (a, b) => (reverse ? a > b : a < b);
-    let i = 0;
-    for (const [key, value] of this.reader.range(lo, hi, reverse)) {
-      const k = mapKey(key);
-      while (i < over.length && before(/** @type {string} */ (over[i]), k)) {
-        const o = /** @type {string} */ (over[i++]);
-        const v = this.buffer.get(o);
-        if (v) yield [fromMapKey(o), v];
-      }
-      if (i < over.length && over[i] === k) {
-        const v = this.buffer.get(k);
-        i++;
-        if (v) yield [key, v];
-        continue;
-      }
-      yield [key, value];
-    }
-    for (; i < over.length; i++) {
-      const o = /** @type {string} */ (over[i]);
-      const v = this.buffer.get(o);
-      if (v) yield [fromMapKey(o), v];
-    }
+    return laid(this.buffer, this.reader.range(r.lo, r.hi, r.reverse), r.lo, r.hi, r.reverse);
   }
 
   /**

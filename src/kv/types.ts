@@ -56,8 +56,11 @@ export interface KvStore {
   /** Resolves once all data a reader could have seen is durable; undefined when it already is. */
   readBarrier(): Promise<void> | undefined;
   /** Set when runtime workers can open the store themselves and read it directly. */
-  readonly local?: { path: string; commitMode: 'grouped' | 'per-call'; locks: SharedArrayBuffer };
-  /** With `local`: the shared write locks workers take themselves (lmdb-store.ts lockSlotOf). */
-  readonly locks?: import('./scope-locks.js').ScopeLocks;
+  readonly local?: { path: string; commitMode: 'grouped' | 'per-call' };
+  /**
+   * With `local`: the writes of the scope's commits not yet readable in the store, for the
+   * holder of its lock to read through (a worker's reads of the store alone would miss them).
+   */
+  overlayOf?(scope: KvScope): [Buffer, Uint8Array | null][] | undefined;
   close(): Promise<void>;
 }

@@ -1,19 +1,20 @@
 // One invocation, end to end, owned by one object: plan its KV access, check out a
 // controller, hand everything to the worker in one go (a new controller's instantiation
 // and init, then the export) under one time budget, then settle: commit, release or drop,
-// exactly once each. A writer's scope lock is taken by the worker as the call starts (a
-// held lock sends the call back unstarted; it is retried once the lock is free), so no
-// worker is parked waiting for a scope. A call whose worker was lost before it started ran
-// nothing of itself and is run again, until its deadline.
+// exactly once each. A writer takes its scope's lock on this thread before the hand-off
+// (so no worker is parked waiting for a scope) and holds it until its reply is in: the
+// commit goes on behind it, and the next writer reads through it (KvStore.overlayOf).
+// A call whose worker was lost before it started ran nothing of itself and is run again,
+// until its deadline; so is one taken back from a worker whose running call went on long
+// (CallMovedError).
 import { PlughostError, isPlughostError, messageOf } from '../errors.js';
 import { KvOpError } from '../kv/kv-error.js';
 import { type KvAccess, type KvScope, type KvStore, type KvTransaction } from '../kv/types.js';
-import { lockSlotOf } from '../kv/lmdb-store.js';
 import type { InvocationContext } from './context.js';
 import type { Controller } from './controller.js';
 import type { Runtime } from './runtime.js';
 import { EXPORTS, FLAG, RFLAG, STATUS, type ReplyRecord } from './shared/wire.js';
-import { WorkerLostError } from './worker-host.js';
+import { CallMovedError, WorkerLostError } from './worker-host.js';
 
 /** What a Runtime needs from whoever owns the workers and the store (RuntimeManager). */
 export interface CallServices {
@@ -21,6 +22,10 @@ export interface CallServices {
   /** Workers read the store themselves (else KV goes over the host-call bridge). */
   readonly kvInWorkers: boolean;
   readonly acquireTimeoutMs: number;
+  /** Worker threads there are (a quarantined module gets one fewer). */
+  readonly workerCount: number;
+  /** How long a module stays quarantined after a call of it timed out (0: never). */
+  readonly quarantineMs: number;
   /** Registers a call whose host calls cross the bridge; returns its id. */
   beginBridgedCall(state: BridgedCall): number;
   endBridgedCall(callId: number): void;
@@ -59,6 +64,7 @@ class Call {
   private unlock: (() => void) | undefined;
   private bridged: BridgedCall | undefined;
   private callId = 0;
+  private leaveQuarantine: (() => void) | undefined;
   /** Until when this call may wait for its scope's write lock. */
   private lockUntil = 0;
 
@@ -80,9 +86,11 @@ class Call {
       if (this.access === 'write' && rt.knownWriteable(name) === false) this.access = 'read';
       const store = this.services.store;
       this.lockUntil = Date.now() + Math.max(0, Math.min(this.deadline - Date.now(), this.services.acquireTimeoutMs));
-      // writers of a scope take turns. A worker that reads the store takes the lock itself as
-      // the call starts; for KV over the bridge it is taken here, before the hand-off
-      if (store && this.access === 'write' && rt.writesKv && !this.services.kvInWorkers) await this.lock(store);
+      // a module that recently spun past its limit waits here rather than take every worker
+      const entering = rt.quarantine.enter(this.lockUntil - Date.now(), `module ${this.scope.module}`);
+      if (entering) this.leaveQuarantine = await entering;
+      // writers of a scope take turns, in the order they came, before any worker is involved
+      if (store && this.access === 'write' && rt.writesKv) await this.lock(store);
       const retryUntil = Math.min(this.deadline, Date.now() + this.services.acquireTimeoutMs);
       for (;;) {
         try {
@@ -94,20 +102,13 @@ class Call {
       }
     } finally {
       this.releaseLock();
+      this.leaveQuarantine?.();
       if (this.callId) this.services.endBridgedCall(this.callId);
     }
   }
 
   /** Checks out a controller and runs the job on it, all under one time budget. */
   private async attempt(name: string | undefined): Promise<ReplyRecord> {
-    for (;;) {
-      const reply = await this.attemptOnce(name);
-      if (reply) return reply;
-    }
-  }
-
-  /** One try; undefined when the scope's lock was held and the call came back unstarted (then retry once it is free). */
-  private async attemptOnce(name: string | undefined): Promise<ReplyRecord | undefined> {
     const rt = this.runtime;
     this.controller = await rt.pool.acquire(this.deadline, this.ctx.signal, this.services.acquireTimeoutMs);
     const started = performance.now();
@@ -121,15 +122,6 @@ class Call {
       }
     }
     const reply = await this.handOff(this.job, this.access, started);
-    if (reply.status === STATUS.BUSY) {
-      this.runtime.pool.release(this.controller!);
-      this.controller = undefined;
-      const locks = this.services.store!.locks!;
-      if (!(await locks.whenFree(lockSlotOf(this.scope), this.lockUntil - Date.now()))) {
-        throw new PlughostError('POOL_EXHAUSTED', `the KV scope is busy: another call held its write lock for over ${Math.round(this.lockUntil - Date.now())} ms (tenant ${this.scope.tenant}, module ${this.scope.module})`);
-      }
-      return undefined;
-    }
     return await this.settle(reply);
   }
 
@@ -173,15 +165,8 @@ class Call {
       if (this.bridged) Object.assign(this.bridged, { access, lockHeld: this.unlock !== undefined, txn: undefined });
       else this.callId = this.services.beginBridgedCall((this.bridged = { ctx: this.ctx, runtime: rt, access, scope, lockHeld: this.unlock !== undefined }));
     }
-    let lockSlot = -1;
-    let lockToken = 0;
-    const locks = this.services.store?.locks;
-    if (job.fn === 'invoke' && flags & FLAG.KV_LOCAL && access === 'write' && rt.writesKv && locks) {
-      lockSlot = lockSlotOf(scope);
-      lockToken = locks.token();
-      // the worker takes it as the call starts; releasing is ours (a no-op unless the token holds it)
-      this.unlock = () => locks.release(lockSlot, lockToken);
-    }
+    // the lock holder reads through the scope's commits still on their way into the store
+    const overlay = job.fn === 'invoke' && flags & FLAG.KV_LOCAL && access === 'write' && this.unlock ? this.services.store!.overlayOf?.(scope) : undefined;
     c.calls++;
     const pending = c.worker.call(
       {
@@ -191,8 +176,7 @@ class Call {
         flags,
         fn: EXPORT_INDEX.get(job.fn)!,
         deadlineAt: this.deadline,
-        lockSlot,
-        lockToken,
+        overlay,
         name: 'name' in job ? job.name : undefined,
         tenant: scope.tenant,
         kvModule: scope.module,
@@ -240,8 +224,9 @@ class Call {
       const t0 = performance.now();
       if (reply.status === STATUS.OK && reply.commit) {
         const { visible, durable } = store.commit(scope, reply.commit);
-        await visible;
+        // the next writer reads through this commit until LMDB has it
         this.releaseLock();
+        await visible;
         await durable;
         this.services.committed((performance.now() - t0) / 1000);
       } else if (reply.status === STATUS.OK && txn && (await txn.commit())) {
@@ -263,7 +248,12 @@ class Call {
     if (!c) return;
     this.controller = undefined;
     const pool = this.runtime.pool;
-    if (isPlughostError(e, 'TIMEOUT')) pool.drop(c, 'timeout');
+    if (e instanceof CallMovedError) pool.release(c);
+    else if (isPlughostError(e, 'TIMEOUT')) {
+      // it ran past its limit (a call that expired before it started holds no controller)
+      pool.drop(c, 'timeout');
+      this.runtime.quarantine.timedOut();
+    }
     else if (isPlughostError(e, 'MEMORY_LIMIT')) pool.drop(c, 'memory');
     else pool.drop(c, e instanceof WorkerLostError ? 'other' : 'trap');
   }

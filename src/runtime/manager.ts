@@ -48,6 +48,8 @@ export interface LoadOptions {
 export interface ManagerStats {
   workers: number;
   workerRestarts: number;
+  /** Calls taken back from a worker busy with a long call and placed on another. */
+  callsMoved: number;
   liveControllers: number;
   runtimes: number;
   compilations: number;
@@ -117,6 +119,14 @@ export class RuntimeManager implements PoolHost, CallServices, HostCallHandler {
     return this.options.acquireTimeoutMs;
   }
 
+  get workerCount(): number {
+    return this.options.workers;
+  }
+
+  get quarantineMs(): number {
+    return this.options.quarantineMs;
+  }
+
   /** The Runtime for these bytes, compiled once however many callers ask at the same time. */
   async load(bytes: Uint8Array, options: LoadOptions = {}): Promise<Runtime> {
     if (this.closing) throw new PlughostError('UNAVAILABLE', 'the runtime is closing');
@@ -165,6 +175,7 @@ export class RuntimeManager implements PoolHost, CallServices, HostCallHandler {
     return {
       workers: this.pool.alive,
       workerRestarts: this.pool.restarts,
+      callsMoved: this.pool.callsMoved,
       liveControllers: this.liveControllers,
       runtimes: this.runtimes.size,
       compilations: this.compilations,

@@ -44,6 +44,12 @@ export const runtimeOptionsSchema = z.strictObject({
   workerHeapMb: int(16, 16_384).default(512),
   /** Longest a worker spins waiting for its next call before it sleeps, in µs (0: never spins). */
   workerSpinUs: int(0, 10_000).default(50),
+  /**
+   * After a module's call runs past its time limit, for this long at most workers - 1 of
+   * its calls run at once (at least one), so a spinning module cannot occupy every worker
+   * (0: never quarantine).
+   */
+  quarantineMs: int(0).default(10_000),
   /** On close/SIGTERM: how long calls in flight may take to finish before they are failed with UNAVAILABLE. */
   shutdownGraceMs: int(0).default(10_000),
 });

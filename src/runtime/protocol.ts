@@ -22,7 +22,7 @@ export interface WorkerInit {
   /** Longest the worker spins for the next call before it sleeps (µs; 0: never spins). */
   spinUs: number;
   /** The embedded store the worker reads directly, if any. */
-  kv?: { path: string; commitMode: 'grouped' | 'per-call'; locks: SharedArrayBuffer } | undefined;
+  kv?: { path: string; commitMode: 'grouped' | 'per-call' } | undefined;
   /** Float64 per KV_OPS entry: KV operations the worker's guests made (read by metrics). */
   kvOps: SharedArrayBuffer;
 }

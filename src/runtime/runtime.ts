@@ -9,6 +9,7 @@ import type { InvocationContext } from './context.js';
 import type { Controller } from './controller.js';
 import { ModulePool, type PoolHost, type PoolStats } from './module-pool.js';
 import type { ModuleLimits } from './options.js';
+import { Quarantine } from './quarantine.js';
 import type { ControlMessage } from './protocol.js';
 import { STATUS } from './shared/wire.js';
 import type { WorkerHost } from './worker-host.js';
@@ -40,6 +41,8 @@ export class Runtime {
   readonly usesKv: boolean;
   /** The module imports what only the main thread serves (log, sql, run). */
   readonly usesBridge: boolean;
+  /** Where its calls wait after one of them ran past its time limit. */
+  readonly quarantine: Quarantine;
   private readonly inflight = new Set<Promise<unknown>>();
   private readonly writeable = new Map<string | undefined, boolean>();
   private functions: Promise<FunctionInfo[]> | undefined;
@@ -59,6 +62,7 @@ export class Runtime {
     this.writesKv = KV_WRITE_IMPORTS.some((i) => component.hostImports.has(i));
     this.usesKv = [...component.hostImports].some((i) => i.startsWith('kv-'));
     this.usesBridge = ['log', 'sql', 'run'].some((i) => component.hostImports.has(i));
+    this.quarantine = new Quarantine(Math.max(1, services.workerCount - 1), services.quarantineMs);
     this.pool = new ModulePool(limits.maxPoolSize, `${this.hash.slice(0, 19)}…`, services, (c) => c.worker.drop(c.id));
   }
 

@@ -11,7 +11,7 @@ import { compactDeep } from './compact.js';
 import type { BridgeReply, BridgeRequest, ControlMessage, WorkerInit } from './protocol.js';
 import { Ring } from './shared/ring.js';
 import { KV_OPS } from '../kv/txn.js';
-import { REQ, STATUS, readReply, writeCall, writeSmall, type CallRecord, type ReplyRecord } from './shared/wire.js';
+import { REQ, STATUS, STATUS_LAYOUT, readReply, writeCall, writeSmall, type CallRecord, type ReplyRecord } from './shared/wire.js';
 
 export interface HostCallHandler {
   hostCall(callId: number, op: string, args: unknown[]): Promise<{ ok: unknown } | { err: string }> | { ok: unknown } | { err: string };
@@ -30,6 +30,10 @@ export interface WorkerHostOptions {
   handler: HostCallHandler;
   /** Called once when the worker is gone for any reason other than `close()`. */
   onLost(host: WorkerHost, reason: string): void;
+  /** Some other live worker is not stalled: calls waiting behind this one's long call may go there. */
+  elsewhere(host: WorkerHost): boolean;
+  /** `n` calls waiting behind a long call were taken back to be placed again. */
+  onMoved(n: number): void;
 }
 
 /** Rejection of calls that never started because their worker was lost: safe to retry elsewhere. */
@@ -39,10 +43,18 @@ export class WorkerLostError extends PlughostError {
   }
 }
 
+/**
+ * Rejection of a call taken back before it reached the worker, because the worker's
+ * running call has gone on long: its controller is unharmed; the call is placed again.
+ */
+export class CallMovedError extends WorkerLostError {}
+
 export type CallBody = Omit<CallRecord, 'seq'>;
 
 interface Pending {
   seq: number;
+  /** Taken back before the worker started it (its WITHDRAWN reply is still to come). */
+  moved?: boolean;
   body: CallBody;
   timeLimitMs: number;
   resolve(r: ReplyRecord): void;
@@ -111,8 +123,11 @@ export class WorkerHost {
   private readonly control: MessagePort;
   private readonly bridge: MessagePort;
   private readonly bridgeFlag: Int32Array;
-  private readonly running: Int32Array;
+  /** The worker's status block (wire.js STATUS_LAYOUT). */
+  private readonly status: Int32Array;
   private readonly runningSince: Float64Array;
+  /** Calls in `sent` taken back (moved), their WITHDRAWN replies not yet read. */
+  private moved = 0;
   private readonly kvOps: Float64Array;
   /** In the ring (or announced in it), in the worker's order. */
   private readonly sent = new Fifo<Pending>();
@@ -122,6 +137,7 @@ export class WorkerHost {
   private pumping = false;
   private flushing = false;
   private watchdog: NodeJS.Timeout | undefined;
+  private moveTimer: NodeJS.Timeout | undefined;
   private watchdogAt = Infinity;
   private state: 'starting' | 'ready' | 'dead' = 'starting';
   private closing = false;
@@ -131,7 +147,7 @@ export class WorkerHost {
     this.id = options.id;
     const controlChannel = new MessageChannel();
     const bridgeChannel = new MessageChannel();
-    const status = new SharedArrayBuffer(16);
+    const status = new SharedArrayBuffer(STATUS_LAYOUT.bytes);
     const kvOps = new SharedArrayBuffer(8 * KV_OPS.length);
     const bridgeFlag = new SharedArrayBuffer(4);
     const init: WorkerInit = {
@@ -151,8 +167,8 @@ export class WorkerHost {
     this.control = controlChannel.port1;
     this.bridge = bridgeChannel.port1;
     this.bridgeFlag = new Int32Array(bridgeFlag);
-    this.running = new Int32Array(status, 0, 1);
-    this.runningSince = new Float64Array(status, 8, 1);
+    this.status = new Int32Array(status);
+    this.runningSince = new Float64Array(status);
     this.kvOps = new Float64Array(kvOps);
     this.worker = new Worker(ENTRY, {
       workerData: init,
@@ -201,7 +217,7 @@ export class WorkerHost {
 
   /** Calls waiting or running on this worker, or about to be. */
   get load(): number {
-    let n = this.sent.length + this.claims;
+    let n = this.sent.length - this.moved + this.claims;
     for (let i = 0; i < this.outbox.length; i++) if (this.outbox.at(i)!.t === 'call') n++;
     return n;
   }
@@ -217,7 +233,7 @@ export class WorkerHost {
 
   /** The running call has gone on for more than STALLED_AFTER_MS. */
   get stalled(): boolean {
-    return Atomics.load(this.running, 0) !== 0 && now() - this.runningSince[0]! > STALLED_AFTER_MS;
+    return Atomics.load(this.status, STATUS_LAYOUT.running) !== 0 && now() - this.runningSince[STATUS_LAYOUT.since]! > STALLED_AFTER_MS;
   }
 
   /**
@@ -254,7 +270,10 @@ export class WorkerHost {
       if (o.t === 'call') o.p.reject(new WorkerLostError(`worker ${this.id} is gone`));
       return;
     }
-    if (this.state === 'starting' || this.outbox.length > 0 || !this.write(o)) this.outbox.push(o);
+    if (this.state === 'starting' || this.outbox.length > 0 || !this.write(o)) {
+      this.outbox.push(o);
+      if (o.t === 'call') this.armMove();
+    }
   }
 
   /** Puts one outgoing item into the request ring; false when it is full now. */
@@ -274,6 +293,10 @@ export class WorkerHost {
         this.control.postMessage({ t: 'call', call } satisfies ControlMessage);
       }
       this.sent.push(o.p);
+      // a call that waited in the outbox (its worker starting, its ring full) may have missed
+      // the watchdog's last look: no call reaches the worker without one armed for it
+      this.arm(now() + o.p.timeLimitMs);
+      if (this.sent.length > 1) this.armMove();
       this.pump();
     }
     if (ring.publish()) ring.wake();
@@ -336,9 +359,60 @@ export class WorkerHost {
       }
       const p = this.sent.shift();
       if (!p || p.seq !== m.seq) return this.die(`protocol: reply ${m.seq} does not match call ${p?.seq}`);
-      p.resolve(m);
+      if (p.moved) this.moved--;
+      else if (m.status === STATUS.WITHDRAWN) p.reject(new CallMovedError(`worker ${this.id} is busy with a long call; the call was placed again`));
+      else p.resolve(m);
     }
     if (this.outbox.length > 0) this.flush();
+  }
+
+  /** Looks, once the running call could count as stalled, whether the calls behind it should move. */
+  private armMove(): void {
+    if (this.moveTimer || this.state === 'dead') return;
+    const since = Atomics.load(this.status, STATUS_LAYOUT.running) !== 0 ? this.runningSince[STATUS_LAYOUT.since]! : now();
+    this.moveTimer = setTimeout(() => this.moveWaiting(), Math.max(1, Math.ceil(since + STALLED_AFTER_MS - now()) + 1));
+    this.moveTimer.unref();
+  }
+
+  /**
+   * Calls waiting behind a stalled call (in the ring, not yet started, or still in the
+   * outbox) are taken back, to be placed on a worker that is free: a call queued behind a
+   * guest that spins would wait for that guest's whole time limit.
+   */
+  private moveWaiting(): void {
+    this.moveTimer = undefined;
+    if (this.state === 'dead') return;
+    this.drain();
+    let waiting = this.sent.length - this.moved - 1;
+    for (let i = 0; i < this.outbox.length; i++) if (this.outbox.at(i)!.t === 'call') waiting++;
+    if (waiting <= 0) return;
+    if (!this.stalled || !this.options.elsewhere(this)) return this.armMove();
+    let n = 0;
+    const moved = () => {
+      n++;
+      return new CallMovedError(`worker ${this.id} is busy with a long call; the call was placed again`);
+    };
+    const last = this.sent.at(this.sent.length - 1);
+    if (last) {
+      // see STATUS_LAYOUT: a call the worker has not begun by now never runs here
+      Atomics.store(this.status, STATUS_LAYOUT.withdrawn, last.seq);
+      const started = Atomics.load(this.status, STATUS_LAYOUT.started);
+      for (let i = 0; i < this.sent.length; i++) {
+        const p = this.sent.at(i)!;
+        if (p.seq <= started || p.moved) continue;
+        p.moved = true;
+        this.moved++;
+        p.reject(moved());
+      }
+    }
+    const keep = this.outbox.drain().filter((o) => {
+      if (o.t !== 'call') return true;
+      o.p.reject(moved());
+      return false;
+    });
+    for (const o of keep) this.outbox.push(o);
+    this.options.onMoved(n);
+    this.flush();
   }
 
   private arm(at: number): void {
@@ -356,11 +430,11 @@ export class WorkerHost {
     if (this.state === 'dead') return;
     this.drain();
     if (this.sent.length === 0) return;
-    const seq = Atomics.load(this.running, 0);
-    const since = this.runningSince[0]!;
+    const seq = Atomics.load(this.status, STATUS_LAYOUT.running);
+    const since = this.runningSince[STATUS_LAYOUT.since]!;
     let runningCall: Pending | undefined;
     for (let i = 0; i < this.sent.length; i++) if (this.sent.at(i)!.seq === seq) runningCall = this.sent.at(i);
-    if (!runningCall || Atomics.load(this.running, 0) !== seq) {
+    if (!runningCall || Atomics.load(this.status, STATUS_LAYOUT.running) !== seq) {
       // nothing of ours runs yet: no call can overrun before the first one's limit from now
       return this.arm(now() + this.sent.peek()!.timeLimitMs);
     }
@@ -388,11 +462,13 @@ export class WorkerHost {
     if (this.state === 'dead') return;
     this.state = 'dead';
     clearTimeout(this.watchdog);
+    clearTimeout(this.moveTimer);
     this.bridge.close();
     // wake the reply pump so it sees the worker is gone
     Atomics.notify(this.replies.header, 0);
-    const runningSeq = Atomics.load(this.running, 0);
+    const runningSeq = Atomics.load(this.status, STATUS_LAYOUT.running);
     const sent = this.sent.drain();
+    this.moved = 0;
     for (const p of sent) {
       if (!headSettled && p.seq === runningSeq) {
         p.reject(

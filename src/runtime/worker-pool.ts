@@ -24,6 +24,8 @@ export class WorkerPool {
   private spare: WorkerHost | undefined;
   private nextId = 1;
   restarts = 0;
+  /** Calls taken back from behind a long-running call and placed again. */
+  callsMoved = 0;
   /** KV operations counted by workers that are gone. */
   private readonly retiredKvOps = new Array<number>(KV_OPS.length).fill(0);
   private closing: Promise<void> | undefined;
@@ -52,6 +54,8 @@ export class WorkerPool {
       kv: this.options.kv,
       handler: this.options.handler,
       onLost: (w) => this.replace(w),
+      elsewhere: (w) => this.workers.some((o) => o !== w && o.alive && !o.stalled),
+      onMoved: (n) => (this.callsMoved += n),
     });
   }
 

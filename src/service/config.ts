@@ -58,6 +58,6 @@ export function parseConfig(input: unknown): PlughostConfig {
 
 /** The runtime's part of a configuration. */
 export function runtimeOptionsOf(config: PlughostConfig): RuntimeOptions {
-  const { workers, limits, acquireTimeoutMs, hostCallTimeoutMs, idleTimeoutMs, maxControllers, workerHeapMb, workerSpinUs, shutdownGraceMs } = config;
-  return { workers, limits, acquireTimeoutMs, hostCallTimeoutMs, idleTimeoutMs, maxControllers, workerHeapMb, workerSpinUs, shutdownGraceMs };
+  // every key of the runtime's schema, so a new runtime setting needs no change here
+  return Object.fromEntries(Object.keys(runtimeOptionsSchema.shape).map((k) => [k, config[k as keyof RuntimeOptions]])) as RuntimeOptions;
 }

@@ -119,6 +119,15 @@ export class Metrics {
         this.inc(manager.stats().workerRestarts);
       },
     });
+    new Counter({
+      name: 'plughost_calls_moved_total',
+      help: 'Calls taken back from a worker busy with a long call and placed on another',
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc(manager.stats().callsMoved);
+      },
+    });
     new Gauge({
       name: 'plughost_controllers_live',
       help: 'Live controllers in the process (capped by maxControllers)',

@@ -8,9 +8,20 @@
 
 /** Record kinds, main -> worker. */
 export const REQ = { CALL: 1, CONTROL: 2, DROP: 3 };
-/** Reply status. */
-/** Reply status; LOG is not a reply but a guest log line of the running call, ahead of its reply. */
-export const STATUS = { OK: 0, GUEST_ERROR: 1, TRAP: 2, MEMORY: 3, INIT_FAILED: 4, EXPIRED: 5, BUSY: 6, LOG: 254, ON_PORT: 255 };
+/**
+ * Reply status; LOG is not a reply but a guest log line of the running call, ahead of its
+ * reply. WITHDRAWN: the main thread took the call back before it started (see STATUS_LAYOUT).
+ */
+export const STATUS = { OK: 0, GUEST_ERROR: 1, TRAP: 2, MEMORY: 3, INIT_FAILED: 4, EXPIRED: 5, WITHDRAWN: 6, LOG: 254, ON_PORT: 255 };
+/**
+ * A worker's status block (shared memory, Int32 indexes; `since` is a Float64 index):
+ * `running` is the seq of the call running now (0: none), `since` when it started,
+ * `started` the last seq the worker began (never reset), `withdrawn` the highest seq the
+ * main thread took back. A worker stores `started`, then loads `withdrawn`; the main
+ * thread stores `withdrawn`, then loads `started`: whichever comes second sees the other,
+ * so a call either runs or comes back WITHDRAWN, never both and never neither.
+ */
+export const STATUS_LAYOUT = { bytes: 24, running: 0, started: 1, since: 1, withdrawn: 4 };
 /** Call flags. */
 export const FLAG = { CREATE: 1, INIT: 2, KV_LOCAL: 8, KV_READ: 16, KV_WRITE: 32 };
 /** Reply flags. */
@@ -28,8 +39,7 @@ const VALUE = { NONE: 0, BYTES: 1, JSON: 2 };
  * @property {number} flags
  * @property {number} fn index in EXPORTS
  * @property {number} deadlineAt epoch ms after which the call must not start (Infinity: none)
- * @property {number} lockSlot the scope's write lock the worker takes as the call starts (-1: none); taken, it is the main thread's to release
- * @property {number} lockToken the holder's token in that slot
+ * @property {[Buffer, Uint8Array | null][] | undefined} overlay a writer's scope's commits not yet in LMDB (oldest first), to read through
  * @property {string | undefined} name the function name (invoke and introspection)
  * @property {string} tenant KV scope (with FLAG.KV_LOCAL)
  * @property {string} kvModule KV scope (with FLAG.KV_LOCAL)
@@ -155,9 +165,41 @@ class Reader {
   }
 }
 
+/**
+ * KV writes (key, value or null for a deletion), or none (-1).
+ * @param {Writer} w
+ * @param {[Buffer, Uint8Array | null][] | undefined} entries
+ */
+function writeEntries(w, entries) {
+  if (!entries) return w.i32(-1);
+  w.i32(entries.length);
+  for (const [k, v] of entries) {
+    w.bytesOrNull(k);
+    w.bytesOrNull(v);
+  }
+}
+
+/**
+ * @param {Reader} r
+ * @returns {[Buffer, Uint8Array | null][] | undefined} copies, safe after the record is consumed
+ */
+function readEntries(r) {
+  const n = r.i32();
+  if (n < 0) return undefined;
+  /** @type {[Buffer, Uint8Array | null][]} */
+  const entries = [];
+  for (let i = 0; i < n; i++) {
+    const k = /** @type {Uint8Array} */ (r.bytesOrNull(true));
+    entries.push([Buffer.from(k.buffer, k.byteOffset, k.byteLength), r.bytesOrNull(true)]);
+  }
+  return entries;
+}
+
 /** @param {CallRecord} c */
 function callSize(c) {
-  return 1 + 4 * 5 + 1 + 8 + 8 + 4 * 4 + strBytes(c.name) + strBytes(c.tenant) + strBytes(c.kvModule) + c.args.byteLength;
+  let size = 1 + 4 * 5 + 1 + 8 + 4 * 5 + strBytes(c.name) + strBytes(c.tenant) + strBytes(c.kvModule) + c.args.byteLength;
+  if (c.overlay) for (const [k, v] of c.overlay) size += 8 + k.byteLength + (v ? v.byteLength : 0);
+  return size;
 }
 
 /**
@@ -181,12 +223,11 @@ export function writeCall(ring, c) {
   w.u32(c.flags);
   w.u8(c.fn);
   w.f64(c.deadlineAt);
-  w.i32(c.lockSlot);
-  w.u32(c.lockToken);
   w.str(c.name);
   w.str(c.tenant);
   w.str(c.kvModule);
   w.bytesOrNull(c.args);
+  writeEntries(w, c.overlay);
   return 'ok';
 }
 
@@ -224,12 +265,11 @@ export function readRequest(ring, at) {
     flags: r.u32(),
     fn: r.u8(),
     deadlineAt: r.f64(),
-    lockSlot: r.i32(),
-    lockToken: r.u32(),
     name: r.str(),
     tenant: /** @type {string} */ (r.str()),
     kvModule: /** @type {string} */ (r.str()),
     args: /** @type {Uint8Array} */ (r.bytesOrNull(false)),
+    overlay: readEntries(r),
   };
   return { kind: 1, call };
 }
@@ -265,15 +305,8 @@ export function writeReply(ring, m) {
   w.f64(m.memoryBytes);
   w.u8(v.kind);
   w.bytesOrNull(v.bytes);
-  if (!m.commit) {
-    w.i32(-1);
-    return 'ok';
-  }
-  w.i32(m.commit.writes.length);
-  for (const [k, val] of m.commit.writes) {
-    w.bytesOrNull(k);
-    w.bytesOrNull(val);
-  }
+  writeEntries(w, m.commit?.writes);
+  if (!m.commit) return 'ok';
   w.f64(m.commit.entryDelta);
   w.f64(m.commit.baseCount ?? NaN);
   return 'ok';
@@ -315,14 +348,8 @@ export function readReply(ring, at) {
   else if (kind === VALUE.JSON) value = JSON.parse(dec.decode(bytes));
   /** @type {KvCommitRecord | undefined} */
   let commit;
-  const n = r.i32();
-  if (n >= 0) {
-    /** @type {[Buffer, Uint8Array | null][]} */
-    const writes = [];
-    for (let i = 0; i < n; i++) {
-      const k = /** @type {Uint8Array} */ (r.bytesOrNull(true));
-      writes.push([Buffer.from(k.buffer, k.byteOffset, k.byteLength), r.bytesOrNull(true)]);
-    }
+  const writes = readEntries(r);
+  if (writes) {
     const entryDelta = r.f64();
     const base = r.f64();
     commit = { writes, entryDelta, baseCount: Number.isNaN(base) ? undefined : base };

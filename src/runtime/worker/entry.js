@@ -10,10 +10,10 @@ import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_thread
 import { scopeKeys } from '../../kv/keys.js';
 import { KvOpError } from '../../kv/kv-error.js';
 import { LmdbReader, openLmdbEnv } from '../../kv/lmdb-env.js';
-import { tryLock } from '../../kv/scope-locks.js';
+import { OverlayReader } from '../../kv/layer.js';
 import { KV_OPS, KvTxn } from '../../kv/txn.js';
 import { Ring } from '../shared/ring.js';
-import { EXPORTS, FLAG, REQ, RFLAG, STATUS, readRequest, writeReply, writeReplyOnPort } from '../shared/wire.js';
+import { EXPORTS, FLAG, REQ, RFLAG, STATUS, STATUS_LAYOUT, readRequest, writeReply, writeReplyOnPort } from '../shared/wire.js';
 import { createBridge } from './bridge.js';
 import { classifyFailure } from './classify.js';
 
@@ -33,12 +33,11 @@ const init = /** @type {import('../protocol.js').WorkerInit} */ (workerData);
 const requests = new Ring(init.requests);
 const replies = new Ring(init.replies);
 const control = init.controlPort;
-/** [0]: seq of the call running now (0: none); float [1]: when it started (epoch ms). */
-const running = new Int32Array(init.status, 0, 1);
-const runningSince = new Float64Array(init.status, 8, 1);
+/** The worker's status block (wire.js STATUS_LAYOUT). */
+const status = new Int32Array(init.status);
+const runningSince = new Float64Array(init.status);
 const bridge = createBridge(init.bridgePort, init.bridgeFlag, init.hostCallTimeoutMs);
 const kv = init.kv ? new LmdbReader(openLmdbEnv(init.kv)) : undefined;
-const locks = init.kv ? new Int32Array(init.kv.locks) : undefined;
 /** @type {Map<number, LoadedModule>} */
 const modules = new Map();
 /** @type {Map<number, LiveController>} */
@@ -177,20 +176,18 @@ function failureStatus(e, c, maxMemoryBytes) {
 /** @param {CallRecord} call */
 function runCall(call) {
   const t0 = now();
-  runningSince[0] = t0;
+  // taken back by the main thread before it started? (the order of these two matters)
+  Atomics.store(status, STATUS_LAYOUT.started, call.seq);
+  if (call.seq <= Atomics.load(status, STATUS_LAYOUT.withdrawn)) return { seq: call.seq, status: STATUS.WITHDRAWN, flags: 0, ms: 0, memoryBytes: 0, value: undefined, commit: undefined };
+  runningSince[STATUS_LAYOUT.since] = t0;
   runningSeq = call.seq;
-  Atomics.store(running, 0, call.seq);
+  Atomics.store(status, STATUS_LAYOUT.running, call.seq);
   /** @type {ReplyRecord} */
   const out = { seq: call.seq, status: STATUS.OK, flags: 0, ms: 0, memoryBytes: 0, value: undefined, commit: undefined };
   try {
     if (t0 > call.deadlineAt) {
       out.status = STATUS.EXPIRED;
       out.value = 'the deadline passed while the call waited in its worker queue';
-      return out;
-    }
-    // a writer takes its scope's lock as it starts; held elsewhere, the call goes back unstarted
-    if (call.lockSlot >= 0 && locks && !tryLock(locks, call.lockSlot, call.lockToken)) {
-      out.status = STATUS.BUSY;
       return out;
     }
     let c = controllers.get(call.controllerId);
@@ -222,7 +219,9 @@ function runCall(call) {
       const access = call.flags & FLAG.KV_WRITE ? 'write' : call.flags & FLAG.KV_READ ? 'read' : 'none';
       if (kv && call.flags & FLAG.KV_LOCAL) {
         kv.refresh();
-        slot.txn = new KvTxn(kv, scopeOf(call.tenant, call.kvModule), access, c.module.kvLimits);
+        // a writer reads through the commits of its scope still on their way into LMDB
+        const reader = call.overlay ? new OverlayReader(kv, call.overlay) : kv;
+        slot.txn = new KvTxn(reader, scopeOf(call.tenant, call.kvModule), access, c.module.kvLimits);
       }
       slot.callId = call.callId;
       const fn = EXPORTS[call.fn];
@@ -277,7 +276,7 @@ function onControl(m) {
 /** @param {ReplyRecord} out */
 function finish(out) {
   reply(out);
-  Atomics.store(running, 0, 0);
+  Atomics.store(status, STATUS_LAYOUT.running, 0);
 }
 
 /** Handles the request at `at`, then frees it (a call's args are read in place). @param {number} at */
