@@ -1,12 +1,14 @@
 // The v2 call path's defects, each fixed with a test: bounded close, a commit that fails,
 // the first call's introspection retried when its worker is lost, bounded caches, KV read
-// in the workers with writers serialized, and the durability barrier of readers.
+// in the workers with writers serialized, the durability barrier of readers, and one time
+// budget for the whole of a call.
 import test from 'ava';
-import { fixture } from './fixtures/build.js';
-import { ctx, manager, none, readU32, valueOf } from './helpers/runtime.js';
+import { fixture, withCustomSection } from './fixtures/build.js';
+import { ctx, manager, none, readU32, u32, valueOf } from './helpers/runtime.js';
 import { kvSetArgs, lmdbStore } from './helpers/kv.js';
 import { isPlughostError } from '../src/errors.js';
 import { DEFAULT_KV_LIMITS } from '../src/runtime/options.js';
+import type { Runtime } from '../src/runtime/runtime.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 
@@ -142,4 +144,79 @@ test.serial('over the bridge, a write call retried after its worker was lost com
   t.is(m.stats().workerRestarts, 1, 'the increment was queued on the worker that was stopped');
   const stored = valueOf(await kv.invoke(ctx(), 'get', enc('n')));
   t.is(readU32(stored.subarray(1)), 1, 'its write was committed');
+});
+
+test.serial('one time budget covers a call: a new controller\'s init, the function-writeable probe and the export together are stopped at its limit', async (t) => {
+  // The guest works one part in init and in function-writeable, and in invoke as many tenths
+  // of a part as asked. Each check gets a copy of it (a Runtime of its own) whose limit is 1.5
+  // parts at the speed just measured, so a part alone fits. A call made of a part and then
+  // work without end must be stopped at the limit (+1/3 of it for latency); per-step budgets
+  // stop it only after the part and a whole limit more, at 5/3 of the limit.
+  t.timeout(120_000, 'a busy machine can make a part alone overrun, and it is tried again');
+  const ENDLESS = 0xffffffff;
+  const m = await manager(t, { limits: { maxExecutionMs: 60_000 } }); // room for the limits of a slow machine
+  const bytes = await fixture('budget');
+  const probe = await m.load(bytes); // for measuring only
+  type Outcome = { ms: number; error?: unknown };
+  const call = async (rt: Runtime, kvAccess: 'none' | 'write', name: string | undefined, tenths: number): Promise<Outcome> => {
+    const t0 = performance.now();
+    try {
+      t.is(readU32(valueOf(await rt.invoke(ctx({ kvAccess }), name, u32(tenths)))), 1, 'init ran once on the controller');
+      return { ms: performance.now() - t0 };
+    } catch (error) {
+      return { ms: performance.now() - t0, error };
+    }
+  };
+  await call(probe, 'none', undefined, 0);
+  let copies = 0;
+  const copy = async () => {
+    const parts = [];
+    for (let i = 0; i < 3; i++) parts.push((await call(probe, 'none', undefined, 2)).ms * 5);
+    const limit = Math.ceil(parts.sort((a, b) => a - b)[1]! * 1.5);
+    return { limit, rt: await m.load(withCustomSection(bytes, `copy-${++copies}`), { limits: { maxExecutionMs: limit } }) };
+  };
+  /** A copy with a controller whose init ran; a machine busier than measured can make init overrun: then another copy (5 at most). */
+  const initialised = async () => {
+    for (let tries = 1; ; tries++) {
+      const c = await copy();
+      const init = await call(c.rt, 'none', undefined, 0);
+      if (init.error === undefined || tries === 5) return { ...c, init };
+      t.log(`init alone overran a limit of ${c.limit} ms (${init.ms.toFixed(0)} ms): another copy`);
+    }
+  };
+  const verdicts: Record<string, string> = {};
+  const judge = (what: string, limit: number, o: Outcome, expect: 'fits' | 'stopped at its limit') => {
+    const seen = `${o.error === undefined ? 'succeeded' : isPlughostError(o.error, 'TIMEOUT') ? 'TIMEOUT' : String(o.error)} after ${o.ms.toFixed(0)} ms`;
+    t.log(`${what}: limit ${limit} ms, ${seen}`);
+    const ok = expect === 'fits' ? o.error === undefined : isPlughostError(o.error, 'TIMEOUT') && o.ms <= (limit * 4) / 3;
+    verdicts[what] = ok ? expect : `${seen}, limit ${limit} ms`;
+  };
+
+  // each part alone fits
+  const fresh = await initialised();
+  judge('instantiation and init alone', fresh.limit, fresh.init, 'fits');
+  for (let tries = 1; ; tries++) {
+    const c = await initialised();
+    const o = c.init.error === undefined ? await call(c.rt, 'write', 'asked-alone', 0) : c.init;
+    if (o.error === undefined || tries === 5) {
+      judge('function-writeable alone (initialised controller)', c.limit, o, 'fits');
+      break;
+    }
+  }
+  // a part, then work without end, in one call
+  let c = await copy();
+  judge('instantiation and init + an endless export', c.limit, await call(c.rt, 'none', undefined, ENDLESS), 'stopped at its limit');
+  c = await copy();
+  judge('instantiation and init + an endless function-writeable', c.limit, await call(c.rt, 'write', 'endless', 0), 'stopped at its limit');
+  const warm = await initialised();
+  t.is(warm.init.error, undefined, 'a controller of the last copy was initialised');
+  judge('function-writeable + an endless export (initialised controller)', warm.limit, await call(warm.rt, 'write', 'asked-with-call', ENDLESS), 'stopped at its limit');
+  t.is(warm.rt.stats().created, 1, 'that call ran on the controller already initialised');
+  t.deepEqual(verdicts, {
+    'instantiation and init alone': 'fits',
+    'function-writeable alone (initialised controller)': 'fits',
+    'instantiation and init + an endless export': 'stopped at its limit',
+    'instantiation and init + an endless function-writeable': 'stopped at its limit',
+    'function-writeable + an endless export (initialised controller)': 'stopped at its limit',
+  });
 });

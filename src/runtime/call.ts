@@ -146,7 +146,8 @@ class Call {
     const scope = this.scope;
     const c = this.controller!;
     const rt = this.runtime;
-    const budget = Math.min(rt.limits.maxExecutionMs - (performance.now() - started), this.deadline - Date.now());
+    const spent = performance.now() - started;
+    const budget = Math.min(rt.limits.maxExecutionMs - spent, this.deadline - Date.now());
     if (budget <= 0) throw this.releaseWith(new PlughostError('TIMEOUT', 'the deadline passed before the call could start'));
     if (this.ctx.signal?.aborted) throw this.releaseWith(new PlughostError('CANCELLED', 'the caller cancelled'));
     let flags = 0;
@@ -183,6 +184,7 @@ class Call {
         args: job.fn === 'invoke' ? job.args : EMPTY,
       },
       Math.ceil(budget),
+      spent >= 1 ? `the call's time limit of ${rt.limits.maxExecutionMs} ms (${Math.round(spent)} ms of it went to an earlier step of the call)` : undefined,
     );
     rt.pool.unclaim(c);
     const reply = await pending;

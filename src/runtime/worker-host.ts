@@ -57,6 +57,8 @@ interface Pending {
   moved?: boolean;
   body: CallBody;
   timeLimitMs: number;
+  /** What the caller calls its limit (the module's, when part of the call's budget was spent before). */
+  limitText: string;
   resolve(r: ReplyRecord): void;
   reject(e: unknown): void;
 }
@@ -240,10 +242,10 @@ export class WorkerHost {
    * Runs one call. `timeLimitMs` counts from when the worker starts it; past it the worker
    * is terminated and the call fails with TIMEOUT.
    */
-  call(body: CallBody, timeLimitMs: number): Promise<ReplyRecord> {
+  call(body: CallBody, timeLimitMs: number, limitText = `its time limit of ${timeLimitMs} ms`): Promise<ReplyRecord> {
     if (this.state === 'dead') return Promise.reject(new WorkerLostError(`worker ${this.id} is gone`));
     return new Promise<ReplyRecord>((resolve, reject) => {
-      const p: Pending = { seq: ++this.seq, body, timeLimitMs, resolve, reject };
+      const p: Pending = { seq: ++this.seq, body, timeLimitMs, limitText, resolve, reject };
       this.enqueue({ t: 'call', p });
       this.arm(now() + timeLimitMs);
     });
@@ -447,7 +449,7 @@ export class WorkerHost {
     // calls before it finished (their replies were read just now); it is the one running
     while (this.sent.length > 0 && this.sent.peek() !== p) this.sent.shift()!.reject(new WorkerLostError('protocol: a finished call had no reply'));
     this.sent.shift();
-    p.reject(new PlughostError('TIMEOUT', `the call ran past its time limit of ${p.timeLimitMs} ms and was stopped`));
+    p.reject(new PlughostError('TIMEOUT', `the call ran past ${p.limitText} and was stopped`));
     this.lose('timeout', true);
     void this.worker.terminate();
   }
