@@ -24,7 +24,10 @@ export function pluginService(deps: PluginServiceDeps): UntypedServiceImplementa
   return {
     invoke(call: ServerUnaryCall<InvokeRequest, InvokeResponse>, callback: sendUnaryData<InvokeResponse>) {
       const abort = new AbortController();
-      call.once('cancelled', () => abort.abort());
+      // grpc-js reports 'cancelled' as the stream closes after an answer too; aborting then
+      // would only build a DOMException per call for nobody
+      let answered = false;
+      call.once('cancelled', () => answered || abort.abort());
       deps.inflight.track((async () => {
         deps.inflight.admit();
         const identity = authenticate(call.metadata, deps.tokens);
@@ -41,8 +44,14 @@ export function pluginService(deps: PluginServiceDeps): UntypedServiceImplementa
           moduleHash: hash,
         });
       })()).then(
-        (response) => callback(null, response),
-        (e) => callback(toServiceError(e)),
+        (response) => {
+          answered = true;
+          callback(null, response);
+        },
+        (e) => {
+          answered = true;
+          callback(toServiceError(e));
+        },
       );
     },
 
