@@ -46,6 +46,9 @@ export interface RuntimeBenchOptions {
   errors: ErrorTally;
 }
 
+/** Calls made, checked and not timed, before a workload's rounds. */
+const WARM_UP_CALLS = 20_000;
+
 async function inThreadEcho(): Promise<(a: Uint8Array) => unknown> {
   const compiled = await compileComponent(await fixture('echo'), { maxMemoryBytes: 16 << 20 });
   const glue = new Function(compiled.glue)() as { instantiate: Function };
@@ -73,6 +76,9 @@ async function callCosts(o: RuntimeBenchOptions): Promise<Record<string, number>
   try {
     const echo = await manager.load(await fixture('echo'));
     const s = { inthread: [] as number[], seq: [] as number[], piped: [] as number[] };
+    // warm: the first few thousand calls run cold code on both threads (V8 tiers it up)
+    o.errors.timed('Runtime API echo, warm-up', await perCallUs(WARM_UP_CALLS, () => echo.invoke(ctx, undefined, args), echoes));
+    o.errors.timed('in-thread echo, warm-up', await perCallUs(WARM_UP_CALLS, () => inThread(args), returns(args)));
     for (let r = 0; r < o.rounds; r++) {
       s.inthread.push(o.errors.timed('in-thread echo (jco, no worker)', await perCallUs(o.calls, () => inThread(args), returns(args))));
       s.seq.push(o.errors.timed('Runtime API echo, sequential', await perCallUs(o.calls, () => echo.invoke(ctx, undefined, args), echoes)));
@@ -139,6 +145,8 @@ async function kvCosts(o: RuntimeBenchOptions, commitMode: 'grouped' | 'per-call
     const w = (name: string) => `KV (${commitMode} commits): ${name}`;
     // `fail` increments and then errs, rolled back: so every `incr` is one more than the last
     const increments = incrementsByOne();
+    o.errors.timed(w('echo, warm-up'), await perCallUs(WARM_UP_CALLS / 2, () => echo.invoke(ctx, undefined, args), echoes));
+    o.errors.timed(w('get, warm-up'), await perCallUs(WARM_UP_CALLS / 2, () => kv.invoke({ ...ctx, kvAccess: 'read' }, 'get', key), getsU32));
     for (let r = 0; r < o.rounds; r++) {
       s.echo.push(o.errors.timed(w('echo'), await perCallUs(n, () => echo.invoke(ctx, undefined, args), echoes)));
       s.get.push(o.errors.timed(w('get'), await perCallUs(n, () => kv.invoke({ ...ctx, kvAccess: 'read' }, 'get', key), getsU32)));
