@@ -3,13 +3,16 @@
 // graceful stop on SIGINT/SIGTERM.
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { messageOf } from '../errors.js';
 import { loadConfig } from '../service/config-source.js';
 import { Plughost } from '../service/plughost.js';
+import { PACKAGE_ROOT } from '../util/paths.js';
 
-/** The repository's examples/ folder: each example with a built plugin.wasm and its manifest.json. */
-export const EXAMPLES_DIR = fileURLToPath(new URL('../../examples/', import.meta.url));
+/**
+ * The package's examples/ folder: each example with a built plugin.wasm and its manifest.json
+ * (not relative to this module: compiled, it is in dist/src/cli/).
+ */
+export const EXAMPLES_DIR = join(PACKAGE_ROOT, 'examples');
 
 export interface ExampleModule {
   dir: string;
