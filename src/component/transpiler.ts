@@ -5,6 +5,7 @@
 // The worker never keeps the process alive while it is idle.
 import { Worker } from 'node:worker_threads';
 import { PlughostError, messageOf } from '../errors.js';
+import { workerUrl } from '../util/paths.js';
 
 /** What the transpiler worker can do: `wit` is componentWit, `transpile` is transpileBytes. */
 export type TranspileOp = 'wit' | 'transpile';
@@ -58,9 +59,8 @@ interface Pending {
   reject(e: Error): void;
 }
 
-// Plain JavaScript (type-checked through JSDoc): Node 20 cannot run loader hooks such as
-// tsx inside workers.
-const ENTRY = new URL('./transpile-worker.js', import.meta.url);
+/** The worker's module: compiled JavaScript, also under tsx (see workerUrl). */
+const entry = () => workerUrl('./transpile-worker.js', import.meta.url);
 
 export interface TranspilerOptions {
   /** The worker script; tests substitute one. */
@@ -73,10 +73,10 @@ export class Transpiler {
   private nextId = 1;
   private workersStarted = 0;
   private readonly jobs = new Int32Array(new SharedArrayBuffer(4));
-  private readonly entry: URL;
+  private readonly entry: URL | undefined;
 
   constructor(options: TranspilerOptions = {}) {
-    this.entry = options.entry ?? ENTRY;
+    this.entry = options.entry;
   }
 
   /** The component's WIT, as jco's `componentWit` prints it. Rejects with JcoError if jco refuses the bytes. */
@@ -129,7 +129,7 @@ export class Transpiler {
 
   private start(): Worker {
     const init: TranspilerInit = { jobs: this.jobs.buffer as SharedArrayBuffer };
-    const worker = new Worker(this.entry, { workerData: init, execArgv: [], stdout: false, stderr: false });
+    const worker = new Worker(this.entry ?? entry(), { workerData: init, execArgv: [], stdout: false, stderr: false });
     this.workersStarted++;
     worker.unref();
     worker.on('message', (reply: TranspileReply) => {

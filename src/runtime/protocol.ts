@@ -1,11 +1,11 @@
 // What the main thread and a runtime worker exchange besides the ring records of
-// shared/wire.js: the worker's start-up data and the control messages (structured clone).
+// shared/wire.ts: the worker's start-up data and the control messages (structured clone).
 import type { MessagePort } from 'node:worker_threads';
 import type { KvLimits } from '../kv/types.js';
 import type { CallRecord } from './shared/wire.js';
 
 export interface WorkerInit {
-  /** Ring of requests, main -> worker (shared/ring.js). */
+  /** Ring of requests, main -> worker (shared/ring.ts). */
   requests: SharedArrayBuffer;
   /** Ring of replies, worker -> main. */
   replies: SharedArrayBuffer;
@@ -13,7 +13,7 @@ export interface WorkerInit {
   status: SharedArrayBuffer;
   /** Control messages and oversized records, both ways, read with receiveMessageOnPort when a ring record announces them. */
   controlPort: MessagePort;
-  /** Port the worker's host imports call the main thread on (synchronously, see worker/bridge.js). */
+  /** Port the worker's host imports call the main thread on (synchronously, see worker/bridge.ts). */
   bridgePort: MessagePort;
   /** flag[0] is set to 1 and notified by the main thread when a bridge reply is posted. */
   bridgeFlag: SharedArrayBuffer;

@@ -12,6 +12,7 @@ import type { BridgeReply, BridgeRequest, ControlMessage, WorkerInit } from './p
 import { Ring } from './shared/ring.js';
 import { KV_OPS } from '../kv/txn.js';
 import { REQ, STATUS, STATUS_LAYOUT, readReply, writeCall, writeSmall, type CallRecord, type ReplyRecord } from './shared/wire.js';
+import { workerUrl } from '../util/paths.js';
 
 export interface HostCallHandler {
   hostCall(callId: number, op: string, args: unknown[]): Promise<{ ok: unknown } | { err: string }> | { ok: unknown } | { err: string };
@@ -81,9 +82,11 @@ const PUMP_WAIT_MS = 50;
 /** How long close() lets the worker stop by itself before terminating it. */
 const STOP_GRACE_MS = 500;
 
-// Plain JavaScript (type-checked through JSDoc): Node 20 cannot run loader hooks such as
-// tsx inside workers, and a worker that needs no loader starts faster.
-const ENTRY = new URL('./worker/entry.js', import.meta.url);
+/**
+ * The worker's module: compiled JavaScript, also when this module runs under tsx (see
+ * workerUrl); a worker that needs no loader starts faster.
+ */
+const entry = () => workerUrl('./worker/entry.js', import.meta.url);
 
 const now = () => performance.timeOrigin + performance.now();
 
@@ -132,7 +135,7 @@ export class WorkerHost {
   private readonly control: MessagePort;
   private readonly bridge: MessagePort;
   private readonly bridgeFlag: Int32Array;
-  /** The worker's status block (wire.js STATUS_LAYOUT). */
+  /** The worker's status block (wire.ts STATUS_LAYOUT). */
   private readonly status: Int32Array;
   private readonly runningSince: Float64Array;
   /** Calls in `sent` taken back (moved), their WITHDRAWN replies not yet read. */
@@ -180,7 +183,7 @@ export class WorkerHost {
     this.status = new Int32Array(status);
     this.runningSince = new Float64Array(status);
     this.kvOps = new Float64Array(kvOps);
-    this.worker = new Worker(ENTRY, {
+    this.worker = new Worker(entry(), {
       workerData: init,
       execArgv: [],
       transferList: [controlChannel.port2, bridgeChannel.port2],

@@ -1,33 +1,26 @@
-// @ts-check
 // The worker side of the host-call bridge. Host imports must answer synchronously, but
 // the store behind them may be async or remote, so each import posts to the main thread
 // and blocks this worker (never the main thread) on Atomics.wait until the reply lands.
-import { receiveMessageOnPort } from 'node:worker_threads';
+import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
+import type { BridgeReply, BridgeRequest } from '../protocol.js';
 
-/** @typedef {{ tag: 'ok', val: unknown } | { tag: 'err', val: string }} ImportResult */
+/** What a `plughost:plugin/host` import returns to jco: a WIT result. */
+export type ImportResult = { tag: 'ok'; val: unknown } | { tag: 'err'; val: string };
+
+/** A controller's host imports, by jco name. */
+export type HostImports = Record<string, (...a: any[]) => unknown>;
 
 const FORWARDED = ['kvGet', 'kvSet', 'kvDel', 'kvExists', 'kvGetBatch', 'kvSetBatch', 'kvDelBatch', 'kvDelRange', 'kvKeys', 'kvEntries', 'kvCount', 'sql', 'run'];
 
-/**
- * @param {import('node:worker_threads').MessagePort} port
- * @param {SharedArrayBuffer} flagBuffer
- * @param {number} timeoutMs
- */
-export function createBridge(port, flagBuffer, timeoutMs) {
+export function createBridge(port: MessagePort, flagBuffer: SharedArrayBuffer, timeoutMs: number) {
   const flag = new Int32Array(flagBuffer);
   let seq = 0;
 
-  /**
-   * @param {number} callId
-   * @param {string} op
-   * @param {unknown[]} args
-   * @returns {ImportResult}
-   */
-  function call(callId, op, args) {
+  function call(callId: number, op: string, args: unknown[]): ImportResult {
     if (callId === 0) return { tag: 'err', val: `${op} called outside of a call` };
     const mine = ++seq;
     Atomics.store(flag, 0, 0);
-    port.postMessage({ seq: mine, callId, op, args });
+    port.postMessage({ seq: mine, callId, op, args } satisfies BridgeRequest);
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const left = deadline - Date.now();
@@ -36,7 +29,7 @@ export function createBridge(port, flagBuffer, timeoutMs) {
       }
       // drain: a reply to an earlier call that timed out may be queued ahead of ours
       for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port)) {
-        const reply = /** @type {import('../protocol.js').BridgeReply} */ (m.message);
+        const reply = m.message as BridgeReply;
         if (reply.seq !== mine) continue;
         return 'err' in reply ? { tag: 'err', val: reply.err } : { tag: 'ok', val: reply.ok };
       }
@@ -48,12 +41,10 @@ export function createBridge(port, flagBuffer, timeoutMs) {
     /**
      * The `plughost:plugin/host` import object of one controller: closures over its
      * context slot, read at call time, so the context can be swapped per call.
-     * @param {{ callId: number }} slot
      */
-    hostImports(slot) {
-      /** @type {Record<string, (...a: any[]) => unknown>} */
-      const imports = {};
-      for (const op of FORWARDED) imports[op] = (...args) => call(slot.callId, op, args);
+    hostImports(slot: { callId: number }): HostImports {
+      const imports: HostImports = {};
+      for (const op of FORWARDED) imports[op] = (...args: unknown[]) => call(slot.callId, op, args);
       return imports;
     },
   };

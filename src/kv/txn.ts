@@ -1,23 +1,29 @@
-// @ts-check
 // One invocation's KV transaction: every `kv-*` host import, its limits and permission,
 // over a buffer of its own writes laid on a reader of committed data. Synchronous: the
 // same code serves a worker reading LMDB directly and the main thread's bridge. Nothing
 // is visible to others until the owner commits `writes()`; dropping it is a rollback.
-// Plain JavaScript: workers load it.
+// Workers load it.
 import { KvOpError } from './kv-error.js';
-import { decodeKey, encodeKey, fromMapKey, mapKey } from './keys.js';
-import { laid } from './layer.js';
+import { decodeKey, encodeKey, fromMapKey, mapKey, type ScopeKeys } from './keys.js';
+import { laid, type Layer } from './layer.js';
+import type { KvAccess, KvLimits } from './types.js';
 
-/**
- * Committed data, as a transaction reads it.
- * @typedef {object} KvReader
- * @property {(key: Buffer) => Uint8Array | undefined} get
- * @property {(lo: Buffer, hi: Buffer, reverse: boolean) => Iterable<[Buffer, Uint8Array]>} range entries with lo <= key < hi, in key order (or reverse)
- * @property {(scope: import('./keys.js').ScopeKeys) => number} count committed entries in the scope
- */
-/** @typedef {{ maxKeyBytes: number, maxValueBytes: number, maxEntriesPerScope: number, maxBatchItems: number, maxRangeEntries: number }} KvLimits */
-/** @typedef {'none' | 'read' | 'write'} KvAccess */
-/** @typedef {import('./layer.js').Layer} Layer */
+/** Committed data, as a transaction reads it. */
+export interface KvReader {
+  get(key: Buffer): Uint8Array | undefined;
+  /** Entries with lo <= key < hi, in key order (or reverse). */
+  range(lo: Buffer, hi: Buffer, reverse: boolean): Iterable<[Buffer, Uint8Array]>;
+  /** Committed entries in the scope. */
+  count(scope: ScopeKeys): number;
+}
+
+/** A range argument of a guest's KV call, checked and encoded. */
+interface KeyRange {
+  lo: Buffer;
+  hi: Buffer;
+  reverse: boolean;
+  limit: number | undefined;
+}
 
 export const KV_OPS = ['kvGet', 'kvSet', 'kvDel', 'kvExists', 'kvGetBatch', 'kvSetBatch', 'kvDelBatch', 'kvDelRange', 'kvKeys', 'kvEntries', 'kvCount'];
 export const KV_WRITE_OPS = new Set(['kvSet', 'kvDel', 'kvSetBatch', 'kvDelBatch', 'kvDelRange']);
@@ -25,35 +31,23 @@ export const KV_WRITE_OPS = new Set(['kvSet', 'kvDel', 'kvSetBatch', 'kvDelBatch
 export const KV_WRITE_IMPORTS = ['kv-set', 'kv-del', 'kv-set-batch', 'kv-del-batch', 'kv-del-range'];
 
 export class KvTxn {
-  /** @type {Layer} */
-  buffer = new Map();
+  buffer: Layer = new Map();
   /** Change in the scope's entry count that the buffer would make. */
   entryDelta = 0;
-  /** The scope's committed entry count, once something needed it. @type {number | undefined} */
-  baseCount;
+  /** The scope's committed entry count, once something needed it. */
+  baseCount: number | undefined;
   /** Something was read from committed data (the answer may then wait for its durability). */
   didRead = false;
 
-  /**
-   * @param {KvReader} reader
-   * @param {import('./keys.js').ScopeKeys} scope
-   * @param {KvAccess} access
-   * @param {KvLimits} limits
-   */
-  constructor(reader, scope, access, limits) {
-    this.reader = reader;
-    this.scope = scope;
-    this.access = access;
-    this.limits = limits;
-  }
+  constructor(
+    readonly reader: KvReader,
+    readonly scope: ScopeKeys,
+    readonly access: KvAccess,
+    readonly limits: KvLimits,
+  ) {}
 
-  /**
-   * Runs one host import by its jco name. Throws KvOpError for a guest-visible err.
-   * @param {string} op
-   * @param {unknown[]} args
-   * @returns {unknown}
-   */
-  apply(op, args) {
+  /** Runs one host import by its jco name. Throws KvOpError for a guest-visible err. */
+  apply(op: string, args: unknown[]): unknown {
     if (this.access === 'none') throw new KvOpError(`${op}: KV access denied: the caller has no KV permission`);
     if (KV_WRITE_OPS.has(op) && this.access !== 'write') {
       throw new KvOpError(`${op}: KV write denied: this call has read-only KV (the caller's permission, or the function is not writeable)`);
@@ -75,12 +69,12 @@ export class KvTxn {
         this.setAll(
           this.batch(args[0]).map((e) => {
             if (!Array.isArray(e) || e.length !== 2) throw new KvOpError('kvSetBatch: each entry must be a (key, value) pair');
-            return /** @type {const} */ ([this.key(e[0]), this.value(e[1])]);
+            return [this.key(e[0]), this.value(e[1])] as const;
           }),
         );
         return undefined;
       case 'kvDelBatch':
-        this.setAll(this.batch(args[0]).map((k) => /** @type {const} */ ([this.key(k), null])));
+        this.setAll(this.batch(args[0]).map((k) => [this.key(k), null] as const));
         return undefined;
       case 'kvKeys':
         return this.range(args[0], 'kvKeys').map(([k]) => decodeKey(this.scope, k));
@@ -94,7 +88,7 @@ export class KvTxn {
       }
       case 'kvDelRange': {
         const doomed = this.range(args[0], 'kvDelRange');
-        this.setAll(doomed.map(([k]) => /** @type {const} */ ([k, null])));
+        this.setAll(doomed.map(([k]) => [k, null] as const));
         return BigInt(doomed.length);
       }
       default:
@@ -105,21 +99,18 @@ export class KvTxn {
   /**
    * What the store must commit (the writes, and what they do to the scope's entry count),
    * or undefined when the call wrote nothing.
-   * @returns {{ writes: [Buffer, Uint8Array | null][], entryDelta: number, baseCount: number | undefined } | undefined}
    */
-  commitRecord() {
+  commitRecord(): { writes: [Buffer, Uint8Array | null][]; entryDelta: number; baseCount: number | undefined } | undefined {
     if (this.buffer.size === 0) return undefined;
-    const writes = [...this.buffer].map(([k, v]) => /** @type {[Buffer, Uint8Array | null]} */ ([fromMapKey(k), v]));
+    const writes = [...this.buffer].map(([k, v]): [Buffer, Uint8Array | null] => [fromMapKey(k), v]);
     return { writes, entryDelta: this.entryDelta, baseCount: this.baseCount };
   }
 
-  /** @param {unknown} k */
-  key(k) {
+  key(k: unknown): Buffer {
     return encodeKey(this.scope, k, this.limits.maxKeyBytes);
   }
 
-  /** @param {unknown} v */
-  value(v) {
+  value(v: unknown): Uint8Array {
     if (!(v instanceof Uint8Array)) throw new KvOpError('value must be bytes');
     if (v.byteLength > this.limits.maxValueBytes) {
       throw new KvOpError(`value of ${v.byteLength} bytes exceeds the value size limit (maxValueBytes = ${this.limits.maxValueBytes})`);
@@ -128,8 +119,7 @@ export class KvTxn {
     return new Uint8Array(v);
   }
 
-  /** @param {unknown} items */
-  batch(items) {
+  batch(items: unknown): unknown[] {
     if (!Array.isArray(items)) throw new KvOpError('batch must be a list');
     if (items.length > this.limits.maxBatchItems) {
       throw new KvOpError(`batch of ${items.length} items exceeds the batch limit (maxBatchItems = ${this.limits.maxBatchItems})`);
@@ -137,22 +127,17 @@ export class KvTxn {
     return items;
   }
 
-  /** @param {Buffer} key */
-  get(key) {
+  get(key: Buffer): Uint8Array | undefined {
     const own = this.buffer.get(mapKey(key));
     if (own !== undefined) return own ?? undefined;
     this.didRead = true;
     return this.reader.get(key);
   }
 
-  /**
-   * All or nothing: the entry limit is checked for the whole group before any is buffered.
-   * @param {readonly (readonly [Buffer, Uint8Array | null])[]} entries
-   */
-  setAll(entries) {
+  /** All or nothing: the entry limit is checked for the whole group before any is buffered. */
+  setAll(entries: readonly (readonly [Buffer, Uint8Array | null])[]): void {
     let delta = this.entryDelta;
-    /** @type {Map<string, boolean>} */
-    const seen = new Map();
+    const seen = new Map<string, boolean>();
     for (const [key, value] of entries) {
       const k = mapKey(key);
       const existsNow = seen.get(k) ?? this.get(key) !== undefined;
@@ -169,13 +154,9 @@ export class KvTxn {
     this.entryDelta = delta;
   }
 
-  /**
-   * @param {unknown} r
-   * @returns {{ lo: Buffer, hi: Buffer, reverse: boolean, limit: number | undefined }}
-   */
-  rangeOf(r) {
+  rangeOf(r: unknown): KeyRange {
     if (typeof r !== 'object' || r === null) throw new KvOpError('range must be a key-range record');
-    const { start, end, limit, reverse } = /** @type {{ start?: string, end?: string, limit?: number, reverse?: boolean }} */ (r);
+    const { start, end, limit, reverse } = r as { start?: string; end?: string; limit?: number; reverse?: boolean };
     return {
       lo: start === undefined ? this.scope.prefix : this.key(start),
       hi: end === undefined ? this.scope.above : this.key(end),
@@ -184,26 +165,18 @@ export class KvTxn {
     };
   }
 
-  /**
-   * Committed entries of a range with this transaction's buffer laid over them. Lazy.
-   * @param {{ lo: Buffer, hi: Buffer, reverse: boolean }} r
-   */
-  scan(r) {
+  /** Committed entries of a range with this transaction's buffer laid over them. Lazy. */
+  scan(r: { lo: Buffer; hi: Buffer; reverse: boolean }): Generator<[Buffer, Uint8Array]> {
     this.didRead = true;
     return laid(this.buffer, this.reader.range(r.lo, r.hi, r.reverse), r.lo, r.hi, r.reverse);
   }
 
-  /**
-   * Entries of a range, refusing (with nothing done) a result past maxRangeEntries.
-   * @param {unknown} r
-   * @param {string} op
-   */
-  range(r, op) {
+  /** Entries of a range, refusing (with nothing done) a result past maxRangeEntries. */
+  range(r: unknown, op: string): [Buffer, Uint8Array][] {
     const range = this.rangeOf(r);
     const max = this.limits.maxRangeEntries;
     const want = range.limit === undefined ? max + 1 : Math.min(range.limit, max + 1);
-    /** @type {[Buffer, Uint8Array][]} */
-    const out = [];
+    const out: [Buffer, Uint8Array][] = [];
     if (want > 0) for (const e of this.scan(range)) if (out.push(e) >= want) break;
     if (out.length > max) {
       throw new KvOpError(`${op}: the range holds more than ${max} entries (maxRangeEntries = ${max}); pass a limit`);

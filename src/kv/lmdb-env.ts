@@ -1,56 +1,45 @@
-// @ts-check
 // The LMDB environment of the embedded store, as every thread opens it: the main thread
 // writes (grouped durable commits), each runtime worker reads the same environment
-// directly (lmdb-js shares one environment among the threads of a process). Plain
-// JavaScript: workers load it.
-import { open } from 'lmdb';
+// directly (lmdb-js shares one environment among the threads of a process). Workers
+// load it.
+import { open, type Database } from 'lmdb';
+import type { ScopeKeys } from './keys.js';
+import type { KvReader } from './txn.js';
 
-/**
- * @typedef {object} LmdbEnvOptions
- * @property {string} path directory of the environment
- * @property {'grouped' | 'per-call'} [commitMode]
- */
+export interface LmdbEnvOptions {
+  /** Directory of the environment. */
+  path: string;
+  commitMode?: 'grouped' | 'per-call' | undefined;
+}
 
-/** @param {LmdbEnvOptions} options */
-export function openLmdbEnv(options) {
+export function openLmdbEnv(options: LmdbEnvOptions) {
   // per-call: no overlapping sync, so each transactionSync pays its own fsync, as a naive store would
   const root = open({ path: options.path, noSync: false, overlappingSync: options.commitMode !== 'per-call' });
-  /** @type {import('lmdb').Database<Buffer, Buffer>} */
-  const db = root.openDB({ name: 'kv', keyEncoding: 'binary', encoding: 'binary' });
-  /** Entries per scope, by ScopeKeys.below; absent until a write needed the count. @type {import('lmdb').Database<number, Buffer>} */
-  const counts = root.openDB({ name: 'counts', keyEncoding: 'binary' });
+  const db: Database<Buffer, Buffer> = root.openDB({ name: 'kv', keyEncoding: 'binary', encoding: 'binary' });
+  /** Entries per scope, by ScopeKeys.below; absent until a write needed the count. */
+  const counts: Database<number, Buffer> = root.openDB({ name: 'counts', keyEncoding: 'binary' });
   return { root, db, counts };
 }
 
-/** @typedef {ReturnType<typeof openLmdbEnv>} LmdbEnv */
+export type LmdbEnv = ReturnType<typeof openLmdbEnv>;
 
 /** Committed data of the store, read synchronously (a KvTxn's reader). */
-export class LmdbReader {
-  /** @param {LmdbEnv} env */
-  constructor(env) {
-    this.env = env;
-  }
+export class LmdbReader implements KvReader {
+  constructor(readonly env: LmdbEnv) {}
 
   /**
    * A new read snapshot: lmdb-js renews its read transaction on a timer, which never
    * fires in a worker busy with calls, so each call asks for the latest commit itself.
    */
-  refresh() {
+  refresh(): void {
     this.env.root.resetReadTxn();
   }
 
-  /** @param {Buffer} key */
-  get(key) {
+  get(key: Buffer): Buffer | undefined {
     return this.env.db.get(key) ?? undefined;
   }
 
-  /**
-   * @param {Buffer} lo
-   * @param {Buffer} hi
-   * @param {boolean} reverse
-   * @returns {Generator<[Buffer, Uint8Array]>}
-   */
-  *range(lo, hi, reverse) {
+  *range(lo: Buffer, hi: Buffer, reverse: boolean): Generator<[Buffer, Uint8Array]> {
     if (Buffer.compare(lo, hi) >= 0) return;
     if (!reverse) {
       for (const { key, value } of this.env.db.getRange({ start: lo, end: hi })) yield [key, value];
@@ -64,8 +53,7 @@ export class LmdbReader {
     if (first !== undefined) yield [lo, first];
   }
 
-  /** @param {import('./keys.js').ScopeKeys} scope */
-  count(scope) {
+  count(scope: ScopeKeys): number {
     return this.env.counts.get(scope.below) ?? this.env.db.getKeysCount({ start: scope.prefix, end: scope.above });
   }
 }

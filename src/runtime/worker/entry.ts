@@ -1,4 +1,3 @@
-// @ts-check
 // A runtime worker: hosts controllers (jco instances) of many modules and runs the calls
 // the main thread writes into its request ring, one at a time, in order. Guest code runs
 // only here, never on the thread that serves gRPC: a guest that spins is stopped by
@@ -7,43 +6,57 @@
 // the worker spins briefly between them instead of sleeping (a wake-up costs more than a
 // small call); when they stop, it backs off and sleeps without blocking its event loop.
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
-import { scopeKeys } from '../../kv/keys.js';
+import { scopeKeys, type ScopeKeys } from '../../kv/keys.js';
 import { KvOpError } from '../../kv/kv-error.js';
 import { LmdbReader, openLmdbEnv } from '../../kv/lmdb-env.js';
 import { OverlayReader } from '../../kv/layer.js';
 import { KV_OPS, KvTxn } from '../../kv/txn.js';
+import type { KvAccess, KvLimits } from '../../kv/types.js';
+import type { ControlMessage, WorkerInit } from '../protocol.js';
 import { Ring } from '../shared/ring.js';
-import { EXPORTS, FLAG, REQ, RFLAG, STATUS, STATUS_LAYOUT, readRequest, writeReply, writeReplyOnPort } from '../shared/wire.js';
+import { EXPORTS, FLAG, REQ, RFLAG, STATUS, STATUS_LAYOUT, readRequest, writeReply, writeReplyOnPort, type CallRecord, type ReplyRecord } from '../shared/wire.js';
 import { createBridge } from './bridge.js';
 import { classifyFailure } from './classify.js';
 
-/**
- * @typedef {(getCoreModule: (n: string) => WebAssembly.Module, imports: object,
- *   instantiateCore: (m: WebAssembly.Module, i: WebAssembly.Imports) => WebAssembly.Instance)
- *   => Record<string, (...a: unknown[]) => unknown>} Instantiate
- * @typedef {{ glue: string, coreModules: Record<string, WebAssembly.Module>, maxMemoryBytes: number, kvLimits: import('../../kv/txn.js').KvLimits, instantiate?: Instantiate }} LoadedModule
- * @typedef {{ callId: number, txn: KvTxn | undefined }} Slot
- * @typedef {{ module: LoadedModule, exports: Record<string, (...a: unknown[]) => unknown>, memory?: WebAssembly.Memory, slot: Slot }} LiveController
- * @typedef {import('../shared/wire.js').CallRecord} CallRecord
- * @typedef {import('../shared/wire.js').ReplyRecord} ReplyRecord
- * @typedef {import('../protocol.js').ControlMessage} ControlMessage
- */
+type GuestExports = Record<string, (...a: unknown[]) => unknown>;
+/** jco's sync instantiation function, from a module's glue. */
+type Instantiate = (
+  getCoreModule: (n: string) => WebAssembly.Module,
+  imports: object,
+  instantiateCore: (m: WebAssembly.Module, i: WebAssembly.Imports) => WebAssembly.Instance,
+) => GuestExports;
+interface LoadedModule {
+  glue: string;
+  coreModules: Record<string, WebAssembly.Module>;
+  maxMemoryBytes: number;
+  kvLimits: KvLimits;
+  instantiate?: Instantiate;
+}
+/** A controller's context, swapped per call: its host imports read it at call time. */
+interface Slot {
+  callId: number;
+  txn: KvTxn | undefined;
+}
+interface LiveController {
+  module: LoadedModule;
+  exports: GuestExports;
+  memory?: WebAssembly.Memory | undefined;
+  slot: Slot;
+}
 
-const init = /** @type {import('../protocol.js').WorkerInit} */ (workerData);
+const init = workerData as WorkerInit;
 const requests = new Ring(init.requests);
 const replies = new Ring(init.replies);
 const control = init.controlPort;
-/** The worker's status block (wire.js STATUS_LAYOUT). */
+/** The worker's status block (wire.ts STATUS_LAYOUT). */
 const status = new Int32Array(init.status);
 const runningSince = new Float64Array(init.status);
 const bridge = createBridge(init.bridgePort, init.bridgeFlag, init.hostCallTimeoutMs);
 const kv = init.kv ? new LmdbReader(openLmdbEnv(init.kv)) : undefined;
-/** @type {Map<number, LoadedModule>} */
-const modules = new Map();
-/** @type {Map<number, LiveController>} */
-const controllers = new Map();
-/** Scope keys by tenant and module name, bounded. @type {Map<string, import('../../kv/keys.js').ScopeKeys>} */
-const scopes = new Map();
+const modules = new Map<number, LoadedModule>();
+const controllers = new Map<number, LiveController>();
+/** Scope keys by tenant and module name, bounded. */
+const scopes = new Map<string, ScopeKeys>();
 const kvOpCounts = new Float64Array(init.kvOps);
 const SPIN_MAX_US = init.spinUs;
 /** Work for this long without yielding to the event loop (lmdb-js timers, the bridge port). */
@@ -56,19 +69,15 @@ let runningSeq = 0;
 
 const now = () => performance.timeOrigin + performance.now();
 
-/** @param {LiveController | undefined} c */
-const memoryBytes = (c) => c?.memory?.buffer.byteLength ?? 0;
+const memoryBytes = (c: LiveController | undefined) => c?.memory?.buffer.byteLength ?? 0;
 
-/** @param {number} moduleId */
-function instantiate(moduleId) {
+function instantiate(moduleId: number): LiveController {
   const module = modules.get(moduleId);
   if (!module) throw new Error(`module ${moduleId} is not loaded in this worker`);
   // new Function, not import(): a module evaluated this way can be garbage-collected
-  module.instantiate ??= /** @type {{ instantiate: Instantiate }} */ (new Function(module.glue)()).instantiate;
-  /** @type {Slot} */
-  const slot = { callId: 0, txn: undefined };
-  /** @type {WebAssembly.Memory | undefined} */
-  let memory;
+  module.instantiate ??= (new Function(module.glue)() as { instantiate: Instantiate }).instantiate;
+  const slot: Slot = { callId: 0, txn: undefined };
+  let memory: WebAssembly.Memory | undefined;
   const exports = module.instantiate(
     (name) => {
       const m = module.coreModules[name];
@@ -82,23 +91,22 @@ function instantiate(moduleId) {
       return instance;
     },
   );
-  return /** @type {LiveController} */ ({ module, exports, memory, slot });
+  return { module, exports, memory, slot };
 }
 
 /**
  * The `plughost:plugin/host` imports of one controller: closures over its slot, read at
  * call time. KV goes to the call's local transaction when it has one, else to the bridge.
- * @param {Slot} slot
  */
-function hostImports(slot) {
+function hostImports(slot: Slot) {
   const imports = bridge.hostImports(slot);
   // log lines go through the reply ring ahead of the call's reply, so they are never late for it
-  imports.log = (/** @type {string} */ level, /** @type {string} */ message) => {
+  imports.log = (level: string, message: string) => {
     if (slot.callId !== 0) reply({ seq: runningSeq, status: STATUS.LOG, flags: 0, ms: 0, memoryBytes: 0, value: { level, message: String(message).slice(0, 8192) }, commit: undefined });
   };
   KV_OPS.forEach((op, i) => {
     const viaBridge = imports[op];
-    imports[op] = (/** @type {unknown[]} */ ...args) => {
+    imports[op] = (...args: unknown[]) => {
       const txn = slot.txn;
       if (!txn) return viaBridge?.(...args);
       kvOpCounts[i] = (kvOpCounts[i] ?? 0) + 1;
@@ -113,8 +121,7 @@ function hostImports(slot) {
   return imports;
 }
 
-/** @param {string} tenant @param {string} module */
-function scopeOf(tenant, module) {
+function scopeOf(tenant: string, module: string): ScopeKeys {
   const id = `${tenant}\u0000${module}`;
   let s = scopes.get(id);
   if (!s) {
@@ -125,13 +132,9 @@ function scopeOf(tenant, module) {
   return s;
 }
 
-/**
- * Every introspection export in one go; absent exports and guest errs give undefined.
- * @param {LiveController} c
- */
-function describe(c) {
-  /** @param {string} fn @param {unknown[]} args */
-  const ask = (fn, args) => {
+/** Every introspection export in one go; absent exports and guest errs give undefined. */
+function describe(c: LiveController) {
+  const ask = (fn: string, args: unknown[]) => {
     const f = c.exports[fn];
     if (!f) return undefined;
     try {
@@ -141,7 +144,7 @@ function describe(c) {
       throw e;
     }
   };
-  const names = /** @type {(string | undefined)[] | undefined} */ (ask('listFunctions', [])) ?? [];
+  const names = (ask('listFunctions', []) as (string | undefined)[] | undefined) ?? [];
   return names.map((name) => ({
     name: name ?? null,
     args: ask('functionArgs', [name]) ?? [],
@@ -151,8 +154,7 @@ function describe(c) {
   }));
 }
 
-/** @param {ReplyRecord} m */
-function reply(m) {
+function reply(m: ReplyRecord): void {
   for (;;) {
     const r = writeReply(replies, m);
     if (r === 'ok') break;
@@ -167,14 +169,12 @@ function reply(m) {
   if (replies.publish()) replies.wake();
 }
 
-/** @param {unknown} e @param {LiveController | undefined} c @param {number} maxMemoryBytes */
-function failureStatus(e, c, maxMemoryBytes) {
+function failureStatus(e: unknown, c: LiveController | undefined, maxMemoryBytes: number): { status: number; message: string } {
   const f = classifyFailure(e, c?.memory, maxMemoryBytes);
   return { status: f.kind === 'guest' ? STATUS.GUEST_ERROR : f.kind === 'memory' ? STATUS.MEMORY : STATUS.TRAP, message: f.message };
 }
 
-/** @param {CallRecord} call */
-function runCall(call) {
+function runCall(call: CallRecord): ReplyRecord {
   const t0 = now();
   // taken back by the main thread before it started? (the order of these two matters)
   Atomics.store(status, STATUS_LAYOUT.started, call.seq);
@@ -182,8 +182,7 @@ function runCall(call) {
   runningSince[STATUS_LAYOUT.since] = t0;
   runningSeq = call.seq;
   Atomics.store(status, STATUS_LAYOUT.running, call.seq);
-  /** @type {ReplyRecord} */
-  const out = { seq: call.seq, status: STATUS.OK, flags: 0, ms: 0, memoryBytes: 0, value: undefined, commit: undefined };
+  const out: ReplyRecord = { seq: call.seq, status: STATUS.OK, flags: 0, ms: 0, memoryBytes: 0, value: undefined, commit: undefined };
   try {
     if (t0 > call.deadlineAt) {
       out.status = STATUS.EXPIRED;
@@ -215,8 +214,7 @@ function runCall(call) {
     }
     const slot = c.slot;
     try {
-      /** @type {import('../../kv/txn.js').KvAccess} */
-      const access = call.flags & FLAG.KV_WRITE ? 'write' : call.flags & FLAG.KV_READ ? 'read' : 'none';
+      const access: KvAccess = call.flags & FLAG.KV_WRITE ? 'write' : call.flags & FLAG.KV_READ ? 'read' : 'none';
       if (kv && call.flags & FLAG.KV_LOCAL) {
         kv.refresh();
         // a writer reads through the commits of its scope still on their way into LMDB
@@ -228,7 +226,7 @@ function runCall(call) {
       if (fn === 'describe') out.value = describe(c);
       else if (fn === 'invoke') out.value = c.exports.invoke?.(call.name, call.args);
       else {
-        const f = c.exports[/** @type {string} */ (fn)];
+        const f = c.exports[fn as string];
         if (!f) throw new Error(`the module does not export ${fn}`);
         out.value = fn === 'listFunctions' || fn === 'init' ? f() : f(call.name);
       }
@@ -255,8 +253,7 @@ function runCall(call) {
   }
 }
 
-/** @param {ControlMessage} m */
-function onControl(m) {
+function onControl(m: ControlMessage): void {
   switch (m.t) {
     case 'load':
       modules.set(m.moduleId, { glue: m.glue, coreModules: m.coreModules, maxMemoryBytes: m.maxMemoryBytes, kvLimits: m.kvLimits });
@@ -273,25 +270,24 @@ function onControl(m) {
   }
 }
 
-/** @param {ReplyRecord} out */
-function finish(out) {
+function finish(out: ReplyRecord): void {
   reply(out);
   Atomics.store(status, STATUS_LAYOUT.running, 0);
 }
 
-/** Handles the request at `at`, then frees it (a call's args are read in place). @param {number} at */
-function handle(at) {
+/** Handles the request at `at`, then frees it (a call's args are read in place). */
+function handle(at: number): void {
   const r = readRequest(requests, at);
   if ('call' in r) finish(runCall(r.call));
   else if (r.kind === REQ.DROP) controllers.delete(r.id);
   else if (r.kind === REQ.CONTROL) {
     const m = receiveMessageOnPort(control);
-    if (m) onControl(/** @type {ControlMessage} */ (m.message));
+    if (m) onControl(m.message as ControlMessage);
   }
   requests.consume(at);
 }
 
-async function loop() {
+async function loop(): Promise<void> {
   // spin while calls keep arriving; three spins in a row that find nothing stop the
   // spinning until a call comes soon after the worker fell asleep again
   let spin = SPIN_MAX_US;

@@ -1,4 +1,3 @@
-// @ts-check
 // What an exception out of a guest call means. jco surfaces a guest's err(...) as the
 // thrown string itself; traps as WebAssembly.RuntimeError; bad pointers and stack
 // overflow as RangeError/TypeError. Only the guest's err leaves the controller usable.
@@ -6,13 +5,12 @@
 /** A trap with less than this much memory left under the cap is reported as the memory limit. */
 export const MEMORY_LIMIT_MARGIN = 1 << 20;
 
-/**
- * @param {unknown} e
- * @param {WebAssembly.Memory | undefined} memory
- * @param {number} maxMemoryBytes
- * @returns {{ kind: 'guest' | 'trap' | 'memory', message: string }}
- */
-export function classifyFailure(e, memory, maxMemoryBytes) {
+export interface Failure {
+  kind: 'guest' | 'trap' | 'memory';
+  message: string;
+}
+
+export function classifyFailure(e: unknown, memory: WebAssembly.Memory | undefined, maxMemoryBytes: number): Failure {
   if (typeof e === 'string') return { kind: 'guest', message: e };
   const message = e instanceof WebAssembly.RuntimeError ? e.message : e instanceof Error ? `${e.name}: ${e.message}` : String(e);
   const used = memory?.buffer.byteLength ?? 0;

@@ -1,10 +1,10 @@
-// @ts-check
 // The records that cross between the main thread and a runtime worker through its rings:
 // a call (everything one invocation needs, in one hand-off) and its reply (the outcome,
 // and the call's KV writes for the main thread to commit). Argument and result bytes are
 // copied once, into and out of shared memory. A record too big for the ring travels as an
 // object over the control port instead, announced by a small record so order is kept.
-// Plain JavaScript: both threads load it.
+// Both threads load it.
+import type { Ring } from './ring.js';
 
 /** Record kinds, main -> worker. */
 export const REQ = { CALL: 1, CONTROL: 2, DROP: 3 };
@@ -30,75 +30,77 @@ export const RFLAG = { KV_READ: 1, CREATED: 8, STARTING: 16 };
 export const EXPORTS = ['invoke', 'init', 'listFunctions', 'functionArgs', 'functionReturns', 'functionWriteable', 'functionComment', 'describe'];
 const VALUE = { NONE: 0, BYTES: 1, JSON: 2 };
 
-/**
- * @typedef {object} CallRecord
- * @property {number} seq
- * @property {number} controllerId
- * @property {number} moduleId
- * @property {number} callId
- * @property {number} flags
- * @property {number} fn index in EXPORTS
- * @property {number} deadlineAt epoch ms after which the call must not start (Infinity: none)
- * @property {[Buffer, Uint8Array | null][] | undefined} overlay a writer's scope's commits not yet in LMDB (oldest first), to read through
- * @property {string | undefined} name the function name (invoke and introspection)
- * @property {string} tenant KV scope (with FLAG.KV_LOCAL)
- * @property {string} kvModule KV scope (with FLAG.KV_LOCAL)
- * @property {Uint8Array} args
- */
-/**
- * @typedef {object} KvCommitRecord
- * @property {[Buffer, Uint8Array | null][]} writes
- * @property {number} entryDelta
- * @property {number | undefined} baseCount
- */
-/**
- * @typedef {object} ReplyRecord
- * @property {number} seq
- * @property {number} status
- * @property {number} flags
- * @property {number} ms time the worker spent on the call
- * @property {number} memoryBytes the controller's linear memory after the call
- * @property {unknown} value bytes (invoke), a JSON value (introspection), or the message of a failure
- * @property {KvCommitRecord | undefined} commit
- */
+export interface CallRecord {
+  seq: number;
+  controllerId: number;
+  moduleId: number;
+  callId: number;
+  flags: number;
+  /** Index in EXPORTS. */
+  fn: number;
+  /** Epoch ms after which the call must not start (Infinity: none). */
+  deadlineAt: number;
+  /** A writer's scope's commits not yet in LMDB (oldest first), to read through. */
+  overlay: [Buffer, Uint8Array | null][] | undefined;
+  /** The function name (invoke and introspection). */
+  name: string | undefined;
+  /** KV scope (with FLAG.KV_LOCAL). */
+  tenant: string;
+  /** KV scope (with FLAG.KV_LOCAL). */
+  kvModule: string;
+  args: Uint8Array;
+}
+
+export interface KvCommitRecord {
+  writes: [Buffer, Uint8Array | null][];
+  entryDelta: number;
+  baseCount: number | undefined;
+}
+
+export interface ReplyRecord {
+  seq: number;
+  status: number;
+  flags: number;
+  /** Time the worker spent on the call. */
+  ms: number;
+  /** The controller's linear memory after the call. */
+  memoryBytes: number;
+  /** Bytes (invoke), a JSON value (introspection), or the message of a failure. */
+  value: unknown;
+  commit: KvCommitRecord | undefined;
+}
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
-/** @param {string | undefined} s */
-const strBytes = (s) => (s === undefined ? 0 : Buffer.byteLength(s, 'utf8'));
+const strBytes = (s: string | undefined) => (s === undefined ? 0 : Buffer.byteLength(s, 'utf8'));
 
 class Writer {
-  /**
-   * @param {import('./ring.js').Ring} ring
-   * @param {number} at
-   */
-  constructor(ring, at) {
+  readonly bytes: Uint8Array;
+  readonly view: DataView;
+  constructor(
+    ring: Ring,
+    public at: number,
+  ) {
     this.bytes = ring.bytes;
     this.view = ring.view;
-    this.at = at;
   }
-  /** @param {number} v */
-  u8(v) {
+  u8(v: number): void {
     this.view.setUint8(this.at, v);
     this.at += 1;
   }
-  /** @param {number} v */
-  u32(v) {
+  u32(v: number): void {
     this.view.setUint32(this.at, v, true);
     this.at += 4;
   }
-  /** @param {number} v */
-  i32(v) {
+  i32(v: number): void {
     this.view.setInt32(this.at, v, true);
     this.at += 4;
   }
-  /** @param {number} v */
-  f64(v) {
+  f64(v: number): void {
     this.view.setFloat64(this.at, v, true);
     this.at += 8;
   }
-  /** @param {string | undefined} s */
-  str(s) {
+  str(s: string | undefined): void {
     if (s === undefined) return this.i32(-1);
     const lenAt = this.at;
     this.at += 4;
@@ -106,8 +108,7 @@ class Writer {
     this.view.setInt32(lenAt, written, true);
     this.at += written;
   }
-  /** @param {Uint8Array | null} b */
-  bytesOrNull(b) {
+  bytesOrNull(b: Uint8Array | null): void {
     if (b === null) return this.i32(-1);
     this.i32(b.byteLength);
     this.bytes.set(b, this.at);
@@ -116,47 +117,42 @@ class Writer {
 }
 
 class Reader {
-  /**
-   * @param {import('./ring.js').Ring} ring
-   * @param {number} at
-   */
-  constructor(ring, at) {
+  readonly bytes: Uint8Array;
+  readonly view: DataView;
+  constructor(
+    ring: Ring,
+    public at: number,
+  ) {
     this.bytes = ring.bytes;
     this.view = ring.view;
-    this.at = at;
   }
-  u8() {
+  u8(): number {
     return this.view.getUint8(this.at++);
   }
-  u32() {
+  u32(): number {
     const v = this.view.getUint32(this.at, true);
     this.at += 4;
     return v;
   }
-  i32() {
+  i32(): number {
     const v = this.view.getInt32(this.at, true);
     this.at += 4;
     return v;
   }
-  f64() {
+  f64(): number {
     const v = this.view.getFloat64(this.at, true);
     this.at += 8;
     return v;
   }
-  /** @returns {string | undefined} */
-  str() {
+  str(): string | undefined {
     const n = this.i32();
     if (n < 0) return undefined;
     const s = dec.decode(this.bytes.subarray(this.at, this.at + n));
     this.at += n;
     return s;
   }
-  /**
-   * A view into the ring (valid until the record is consumed), or a copy.
-   * @param {boolean} copy
-   * @returns {Uint8Array | null}
-   */
-  bytesOrNull(copy) {
+  /** A view into the ring (valid until the record is consumed), or a copy. */
+  bytesOrNull(copy: boolean): Uint8Array | null {
     const n = this.i32();
     if (n < 0) return null;
     const view = this.bytes.subarray(this.at, this.at + n);
@@ -165,12 +161,8 @@ class Reader {
   }
 }
 
-/**
- * KV writes (key, value or null for a deletion), or none (-1).
- * @param {Writer} w
- * @param {[Buffer, Uint8Array | null][] | undefined} entries
- */
-function writeEntries(w, entries) {
+/** KV writes (key, value or null for a deletion), or none (-1). */
+function writeEntries(w: Writer, entries: [Buffer, Uint8Array | null][] | undefined): void {
   if (!entries) return w.i32(-1);
   w.i32(entries.length);
   for (const [k, v] of entries) {
@@ -179,24 +171,19 @@ function writeEntries(w, entries) {
   }
 }
 
-/**
- * @param {Reader} r
- * @returns {[Buffer, Uint8Array | null][] | undefined} copies, safe after the record is consumed
- */
-function readEntries(r) {
+/** Copies, safe after the record is consumed. */
+function readEntries(r: Reader): [Buffer, Uint8Array | null][] | undefined {
   const n = r.i32();
   if (n < 0) return undefined;
-  /** @type {[Buffer, Uint8Array | null][]} */
-  const entries = [];
+  const entries: [Buffer, Uint8Array | null][] = [];
   for (let i = 0; i < n; i++) {
-    const k = /** @type {Uint8Array} */ (r.bytesOrNull(true));
+    const k = r.bytesOrNull(true) as Uint8Array;
     entries.push([Buffer.from(k.buffer, k.byteOffset, k.byteLength), r.bytesOrNull(true)]);
   }
   return entries;
 }
 
-/** @param {CallRecord} c */
-function callSize(c) {
+function callSize(c: CallRecord): number {
   let size = 1 + 4 * 5 + 1 + 8 + 4 * 5 + strBytes(c.name) + strBytes(c.tenant) + strBytes(c.kvModule) + c.args.byteLength;
   if (c.overlay) for (const [k, v] of c.overlay) size += 8 + k.byteLength + (v ? v.byteLength : 0);
   return size;
@@ -205,11 +192,8 @@ function callSize(c) {
 /**
  * Writes a call into the ring: 'full' when it does not fit now (the caller keeps it for
  * later), 'too-big' when it never will (the caller sends it over the control port).
- * @param {import('./ring.js').Ring} ring
- * @param {CallRecord} c
- * @returns {'ok' | 'full' | 'too-big'}
  */
-export function writeCall(ring, c) {
+export function writeCall(ring: Ring, c: CallRecord): 'ok' | 'full' | 'too-big' {
   const size = callSize(c);
   if (size > ring.maxRecord) return 'too-big';
   const at = ring.reserve(size);
@@ -231,13 +215,8 @@ export function writeCall(ring, c) {
   return 'ok';
 }
 
-/**
- * A record with no body but its kind (CONTROL) or one id (DROP).
- * @param {import('./ring.js').Ring} ring
- * @param {number} kind
- * @param {number} id
- */
-export function writeSmall(ring, kind, id) {
+/** A record with no body but its kind (CONTROL) or one id (DROP). */
+export function writeSmall(ring: Ring, kind: number, id: number): boolean {
   const at = ring.reserve(5);
   if (at < 0) return false;
   const w = new Writer(ring, at);
@@ -249,15 +228,12 @@ export function writeSmall(ring, kind, id) {
 /**
  * Reads the request at `at` (a payload offset from `ring.peek()`). A call's args are a view
  * into the ring: use them before `ring.consume(at)`.
- * @param {import('./ring.js').Ring} ring
- * @param {number} at
- * @returns {{ kind: 1, call: CallRecord } | { kind: 2 | 3, id: number }}
  */
-export function readRequest(ring, at) {
+export function readRequest(ring: Ring, at: number): { kind: 1; call: CallRecord } | { kind: 2 | 3; id: number } {
   const r = new Reader(ring, at);
   const kind = r.u8();
-  if (kind !== REQ.CALL) return { kind: /** @type {2 | 3} */ (kind), id: r.u32() };
-  const call = {
+  if (kind !== REQ.CALL) return { kind: kind as 2 | 3, id: r.u32() };
+  const call: CallRecord = {
     seq: r.u32(),
     controllerId: r.u32(),
     moduleId: r.u32(),
@@ -266,28 +242,22 @@ export function readRequest(ring, at) {
     fn: r.u8(),
     deadlineAt: r.f64(),
     name: r.str(),
-    tenant: /** @type {string} */ (r.str()),
-    kvModule: /** @type {string} */ (r.str()),
-    args: /** @type {Uint8Array} */ (r.bytesOrNull(false)),
+    tenant: r.str() as string,
+    kvModule: r.str() as string,
+    args: r.bytesOrNull(false) as Uint8Array,
     overlay: readEntries(r),
   };
   return { kind: 1, call };
 }
 
-/** @param {ReplyRecord} m */
-function valueOf(m) {
+function valueOf(m: ReplyRecord): { kind: number; bytes: Uint8Array } {
   if (m.value instanceof Uint8Array) return { kind: VALUE.BYTES, bytes: m.value };
   if (m.value === undefined) return { kind: VALUE.NONE, bytes: new Uint8Array(0) };
   return { kind: VALUE.JSON, bytes: enc.encode(JSON.stringify(m.value)) };
 }
 
-/**
- * Writes a reply; 'too-big' when it must go over the port, 'full' when the ring has no room now.
- * @param {import('./ring.js').Ring} ring
- * @param {ReplyRecord} m
- * @returns {'ok' | 'full' | 'too-big'}
- */
-export function writeReply(ring, m) {
+/** Writes a reply; 'too-big' when it must go over the port, 'full' when the ring has no room now. */
+export function writeReply(ring: Ring, m: ReplyRecord): 'ok' | 'full' | 'too-big' {
   const v = valueOf(m);
   let size = 4 + 1 + 1 + 8 + 8 + 1 + 4 + v.bytes.byteLength + 4;
   if (m.commit) {
@@ -312,12 +282,8 @@ export function writeReply(ring, m) {
   return 'ok';
 }
 
-/**
- * Writes the small record that says "this reply is on the port".
- * @param {import('./ring.js').Ring} ring
- * @param {number} seq
- */
-export function writeReplyOnPort(ring, seq) {
+/** Writes the small record that says "this reply is on the port". */
+export function writeReplyOnPort(ring: Ring, seq: number): boolean {
   const at = ring.reserve(5);
   if (at < 0) return false;
   const w = new Writer(ring, at);
@@ -326,13 +292,8 @@ export function writeReplyOnPort(ring, seq) {
   return true;
 }
 
-/**
- * Reads (and copies out) the reply at `at`.
- * @param {import('./ring.js').Ring} ring
- * @param {number} at
- * @returns {ReplyRecord}
- */
-export function readReply(ring, at) {
+/** Reads (and copies out) the reply at `at`. */
+export function readReply(ring: Ring, at: number): ReplyRecord {
   const r = new Reader(ring, at);
   const seq = r.u32();
   const status = r.u8();
@@ -341,13 +302,11 @@ export function readReply(ring, at) {
   const ms = r.f64();
   const memoryBytes = r.f64();
   const kind = r.u8();
-  const bytes = /** @type {Uint8Array} */ (r.bytesOrNull(kind === VALUE.BYTES));
-  /** @type {unknown} */
-  let value;
+  const bytes = r.bytesOrNull(kind === VALUE.BYTES) as Uint8Array;
+  let value: unknown;
   if (kind === VALUE.BYTES) value = bytes;
   else if (kind === VALUE.JSON) value = JSON.parse(dec.decode(bytes));
-  /** @type {KvCommitRecord | undefined} */
-  let commit;
+  let commit: KvCommitRecord | undefined;
   const writes = readEntries(r);
   if (writes) {
     const entryDelta = r.f64();
