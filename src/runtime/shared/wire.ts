@@ -161,6 +161,13 @@ class Reader {
   }
 }
 
+/** Bytes writeEntries takes for `entries` beyond its count: a length per key and value, and their bytes. */
+function entriesSize(entries: [Buffer, Uint8Array | null][] | undefined): number {
+  let size = 0;
+  if (entries) for (const [k, v] of entries) size += 8 + k.byteLength + (v ? v.byteLength : 0);
+  return size;
+}
+
 /** KV writes (key, value or null for a deletion), or none (-1). */
 function writeEntries(w: Writer, entries: [Buffer, Uint8Array | null][] | undefined): void {
   if (!entries) return w.i32(-1);
@@ -185,7 +192,7 @@ function readEntries(r: Reader): [Buffer, Uint8Array | null][] | undefined {
 
 function callSize(c: CallRecord): number {
   let size = 1 + 4 * 5 + 1 + 8 + 4 * 5 + strBytes(c.name) + strBytes(c.tenant) + strBytes(c.kvModule) + c.args.byteLength;
-  if (c.overlay) for (const [k, v] of c.overlay) size += 8 + k.byteLength + (v ? v.byteLength : 0);
+  size += entriesSize(c.overlay);
   return size;
 }
 
@@ -260,10 +267,7 @@ function valueOf(m: ReplyRecord): { kind: number; bytes: Uint8Array } {
 export function writeReply(ring: Ring, m: ReplyRecord): 'ok' | 'full' | 'too-big' {
   const v = valueOf(m);
   let size = 4 + 1 + 1 + 8 + 8 + 1 + 4 + v.bytes.byteLength + 4;
-  if (m.commit) {
-    size += 16;
-    for (const [k, val] of m.commit.writes) size += 8 + k.byteLength + (val ? val.byteLength : 0);
-  }
+  if (m.commit) size += 16 + entriesSize(m.commit.writes);
   if (size > ring.maxRecord) return 'too-big';
   const at = ring.reserve(size);
   if (at < 0) return 'full';
