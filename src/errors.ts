@@ -30,6 +30,8 @@ export const ERROR_CODES = [
   'UNAVAILABLE',
   /** The caller gave up. */
   'CANCELLED',
+  /** The guest's result is over the response cap; the call's KV writes were rolled back. */
+  'RESULT_TOO_LARGE',
   /** A bug or unexpected failure in plughost itself. */
   'INTERNAL',
 ] as const;

@@ -218,6 +218,11 @@ class Call {
     const c = this.controller!;
     this.controller = undefined;
     this.runtime.pool.release(c);
+    const max = this.ctx.maxResultBytes;
+    if (max !== undefined && reply.status === STATUS.OK && reply.value instanceof Uint8Array && reply.value.byteLength > max) {
+      // nobody could be sent this answer: the call must not have happened (fail() rolls back)
+      throw new PlughostError('RESULT_TOO_LARGE', `the result is ${reply.value.byteLength} bytes, over the ${max} bytes a response may carry (grpc.maxSendMessageBytes, less room for the envelope); nothing the call wrote was committed`);
+    }
     const store = this.services.store;
     if (!store) return reply;
     const txn = this.bridged?.txn;

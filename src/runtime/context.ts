@@ -17,4 +17,9 @@ export interface InvocationContext {
   signal?: AbortSignal;
   /** Correlates logs of one request. */
   requestId?: string;
+  /**
+   * The largest result the caller can be sent (e.g. the gRPC response cap): a bigger one
+   * fails the call with RESULT_TOO_LARGE before anything is committed.
+   */
+  maxResultBytes?: number;
 }

@@ -27,10 +27,18 @@ export interface InvokerObservers {
 /** Failures that say something about the guest or the server, logged at warn; the rest are the caller's. */
 const GUEST_FAILURES = new Set<ErrorCode>(['TRAP', 'TIMEOUT', 'MEMORY_LIMIT', 'INIT_FAILED', 'POOL_EXHAUSTED', 'INTERNAL']);
 
+/**
+ * Room an Invoke or Stream response needs besides the result bytes (the module hash, the
+ * item id, protobuf framing): a result may take the rest of grpc.maxSendMessageBytes.
+ */
+export const RESPONSE_ENVELOPE_BYTES = 1024;
+
 export class Invoker {
   constructor(
     private readonly registry: ModuleRegistry,
     private readonly observers: InvokerObservers = {},
+    /** The largest result a response can carry; a bigger one fails the call before it commits. */
+    private readonly maxResultBytes?: number,
   ) {}
 
   /** One call, counted and timed by module, function and outcome, with one log line. */
@@ -86,6 +94,7 @@ export class Invoker {
         deadline: req.deadline,
         signal: req.signal,
         requestId: req.requestId,
+        maxResultBytes: this.maxResultBytes,
       },
       req.fn,
       req.args,

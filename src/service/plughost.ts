@@ -11,7 +11,7 @@ import { ModuleRegistry } from '../registry/registry.js';
 import { RuntimeManager } from '../runtime/manager.js';
 import { parseConfig, runtimeOptionsOf, type PlughostConfig, type PlughostConfigInput } from './config.js';
 import { Inflight } from './inflight.js';
-import { Invoker } from './invoker.js';
+import { Invoker, RESPONSE_ENVELOPE_BYTES } from './invoker.js';
 import { createLogger, type Logger } from './logger.js';
 import { Metrics, serveMetrics } from './metrics.js';
 import { moduleService } from './module-service.js';
@@ -69,7 +69,7 @@ export class Plughost {
       const registry = new ModuleRegistry({ dir: dataDir, manager, maxModuleBytes: config.maxModuleBytes });
       const sessions = new Set<StreamSession>();
       const inflight = new Inflight();
-      const invoker = new Invoker(registry, { metrics, logger });
+      const invoker = new Invoker(registry, { metrics, logger }, config.grpc.maxSendMessageBytes - RESPONSE_ENVELOPE_BYTES);
       const server = await startServer({
         listen: config.listen,
         tls: config.tls,

@@ -19,6 +19,7 @@ export const ERROR_TABLE: Record<ErrorCode, { grpc: status; stream: FailureKind 
   FAILED_PRECONDITION: { grpc: status.FAILED_PRECONDITION, stream: FailureKind.INVALID_ARGUMENT },
   UNAVAILABLE: { grpc: status.UNAVAILABLE, stream: FailureKind.UNAVAILABLE },
   CANCELLED: { grpc: status.CANCELLED, stream: FailureKind.CANCELLED },
+  RESULT_TOO_LARGE: { grpc: status.RESOURCE_EXHAUSTED, stream: FailureKind.RESULT_TOO_LARGE },
   INTERNAL: { grpc: status.INTERNAL, stream: FailureKind.INTERNAL },
 };
 
