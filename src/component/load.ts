@@ -82,8 +82,12 @@ export function prepareGlue(source: string): string {
     .replace('if (!globalThis?.process?.env?.JCO_DEBUG) { return; }', 'return;')
     // jco lifts a list<u8> with ArrayBuffer.slice, which clamps a pointer out of bounds to
     // an empty list; the canonical ABI says trap. A view throws RangeError out of bounds.
-    .replace(/new Uint8Array\((memory\d+)\.buffer\.slice\((\w+), \2 \+ (\w+) \* 1\)\)/g, 'new Uint8Array($1.buffer, $2, $3).slice()');
+    .replace(/new Uint8Array\((memory\d+)\.buffer\.slice\((\w+), \2 \+ (\w+) \* 1\)\)/g, 'new Uint8Array($1.buffer, $2, $3).slice()')
+    // a WIT string is UTF-8 (the canonical ABI traps on anything else); jco's decoder would
+    // replace bad bytes, so a key could be stored under another one than the guest meant
+    .replace(/new TextDecoder\(\)/g, "new TextDecoder('utf-8', { fatal: true })");
   if (/^\s*(?:import|export)\s/m.test(body)) throw new PlughostError('INTERNAL', 'jco glue has ESM syntax plughost does not know how to rewrite');
+  if (/new TextDecoder\((?:\)|['"]utf-?8['"]\))/i.test(body)) throw new PlughostError('INTERNAL', 'jco glue decodes strings in a way plughost does not know how to make strict');
   return `${body}\nreturn { instantiate };`;
 }
 

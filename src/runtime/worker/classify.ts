@@ -17,6 +17,9 @@ export function classifyFailure(e: unknown, memory: WebAssembly.Memory | undefin
   if (e instanceof RangeError && /allocation failed|out of memory/i.test(e.message)) {
     return { kind: 'memory', message: `out of memory copying guest data: ${message}` };
   }
+  if (e instanceof TypeError && /not valid for encoding utf-8/i.test(e.message)) {
+    return { kind: 'trap', message: 'the guest passed a string that is not valid UTF-8 (a WIT string must be; nothing was done with it)' };
+  }
   if (maxMemoryBytes > 0 && used + MEMORY_LIMIT_MARGIN > maxMemoryBytes && e instanceof WebAssembly.RuntimeError) {
     return { kind: 'memory', message: `guest hit its memory cap of ${maxMemoryBytes} bytes (${message})` };
   }
