@@ -14,6 +14,7 @@ import { effectiveLimits, resolveRuntimeOptions, type ModuleLimitsInput, type Ru
 import { Runtime } from './runtime.js';
 import type { HostCallHandler, WorkerHost } from './worker-host.js';
 import { WorkerPool } from './worker-pool.js';
+import { LogLimiter } from './log-limiter.js';
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error';
 
@@ -48,6 +49,8 @@ export interface LoadOptions {
 export interface ManagerStats {
   workers: number;
   workerRestarts: number;
+  /** Guest `log` lines dropped over the rate limit, by module. */
+  guestLogDropped: Record<string, number>;
   /** Calls taken back from a worker busy with a long call and placed on another. */
   callsMoved: number;
   liveControllers: number;
@@ -59,6 +62,8 @@ export interface ManagerStats {
 
 /** Bytes of each worker's request and reply ring: calls and replies bigger than a quarter of it go by postMessage. */
 const RING_BYTES = 1 << 20;
+/** Longest guest log line kept, in characters. */
+const MAX_LOG_LINE = 8192;
 const KV_OP_SET = new Set(KV_OPS);
 
 export class RuntimeManager implements PoolHost, CallServices, HostCallHandler {
@@ -70,6 +75,7 @@ export class RuntimeManager implements PoolHost, CallServices, HostCallHandler {
   private readonly loading = new Map<string, Promise<Runtime>>();
   private readonly bridged = new Map<number, BridgedCall>();
   private readonly bridgedKvOps = new Map<string, number>();
+  private readonly logLimiter: LogLimiter;
   private nextCall = 1;
   private nextController = 1;
   private nextModule = 1;
@@ -83,6 +89,7 @@ export class RuntimeManager implements PoolHost, CallServices, HostCallHandler {
     this.options = resolveRuntimeOptions(options);
     this.store = store;
     this.kvInWorkers = kvInWorkers !== false && store?.local !== undefined;
+    this.logLimiter = new LogLimiter(this.options.guestLogLinesPerSecond, this.options.guestLogBytesPerSecond);
     this.pool = new WorkerPool({
       count: this.options.workers,
       hostCallTimeoutMs: this.options.hostCallTimeoutMs,
@@ -175,6 +182,7 @@ export class RuntimeManager implements PoolHost, CallServices, HostCallHandler {
     return {
       workers: this.pool.alive,
       workerRestarts: this.pool.restarts,
+      guestLogDropped: Object.fromEntries(this.logLimiter.dropped),
       callsMoved: this.pool.callsMoved,
       liveControllers: this.liveControllers,
       runtimes: this.runtimes.size,
@@ -244,7 +252,9 @@ export class RuntimeManager implements PoolHost, CallServices, HostCallHandler {
 
   log(callId: number, level: string, message: string): void {
     const call = this.bridged.get(callId);
-    if (call) this.settings.onGuestLog?.({ level: level as LogLevel, message: String(message).slice(0, 8192), ctx: call.ctx, module: call.runtime.name });
+    if (!call) return;
+    const line = String(message).slice(0, MAX_LOG_LINE);
+    if (this.logLimiter.admit(call.runtime.name, Buffer.byteLength(line))) this.settings.onGuestLog?.({ level: level as LogLevel, message: line, ctx: call.ctx, module: call.runtime.name });
   }
 
   private evictIdle(): void {

@@ -50,6 +50,10 @@ export const runtimeOptionsSchema = z.strictObject({
    * (0: never quarantine).
    */
   quarantineMs: int(0).default(10_000),
+  /** Guest `log` lines each module may write per second (more are dropped and counted; 0: none). */
+  guestLogLinesPerSecond: int(0).default(100),
+  /** Bytes of guest `log` lines each module may write per second (a line is at most 8 KiB). */
+  guestLogBytesPerSecond: int(0).default(64 * 1024),
   /** On close/SIGTERM: how long calls in flight may take to finish before they are failed with UNAVAILABLE. */
   shutdownGraceMs: int(0).default(10_000),
 });

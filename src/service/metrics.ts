@@ -120,6 +120,16 @@ export class Metrics {
       },
     });
     new Counter({
+      name: 'plughost_guest_log_lines_dropped_total',
+      help: 'Guest log lines dropped over guestLogLinesPerSecond or guestLogBytesPerSecond, by module',
+      labelNames: ['module'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [module, n] of Object.entries(manager.stats().guestLogDropped)) this.inc({ module }, n);
+      },
+    });
+    new Counter({
       name: 'plughost_calls_moved_total',
       help: 'Calls taken back from a worker busy with a long call and placed on another',
       registers: [this.registry],
