@@ -6,7 +6,8 @@
 import { createHash } from 'node:crypto';
 import { PlughostError, messageOf } from '../errors.js';
 import { JcoError, transpiler } from './transpiler.js';
-import { WASM_PAGE, binaryKind, capCoreMemory } from './wasm-binary.js';
+import { WASM_PAGE, binaryKind, capCoreMemory, funcImports } from './wasm-binary.js';
+import { HOST_FUNCTIONS, coreType } from './host-contract.js';
 
 export { closeTranspiler, transpilerStats } from './transpiler.js';
 
@@ -47,11 +48,10 @@ async function checkWorld(bytes: Uint8Array): Promise<void> {
   } catch (e) {
     throw refused(e);
   }
-  for (const m of wit.matchAll(/^\s*import ([^;]+);$/gm)) {
-    const name = m[1]!.trim();
-    if (!ALLOWED_IMPORTS.has(name)) {
-      throw new PlughostError('INVALID_MODULE', `component imports "${name}"; plugins may import only ${HOST_INTERFACE}`);
-    }
+  // every one, so a wrong version of host is named as such (not only the types it brings along)
+  const foreign = [...wit.matchAll(/^\s*import ([^;]+);$/gm)].map((m) => m[1]!.trim()).filter((name) => !ALLOWED_IMPORTS.has(name));
+  if (foreign.length > 0) {
+    throw new PlughostError('INVALID_MODULE', `component imports ${foreign.map((n) => `"${n}"`).join(', ')}; plugins may import only ${HOST_INTERFACE} (and its ${[...ALLOWED_IMPORTS].filter((n) => n !== HOST_INTERFACE).join(', ')})`);
   }
   if (!/^\s*export invoke:/m.test(wit)) {
     const exported = [...wit.matchAll(/^\s*export ([\w-]+)/gm)].map((m) => m[1]).join(', ') || 'nothing';
@@ -59,6 +59,24 @@ async function checkWorld(bytes: Uint8Array): Promise<void> {
   }
   if (!INVOKE_SIGNATURE.test(wit)) {
     throw new PlughostError('INVALID_MODULE', 'component exports invoke with the wrong type; expected func(name: option<string>, args: list<u8>) -> result<list<u8>, string>');
+  }
+}
+
+/**
+ * Each host function a core module imports must be one wit/plugin.wit defines, with the
+ * core type its WIT type lowers to: anything else would load and then fail on every call.
+ */
+function checkHostImports(core: Uint8Array, file: string): void {
+  for (const [name, type] of funcImports(core, HOST_INTERFACE)) {
+    const expected = HOST_FUNCTIONS[name];
+    if (!expected) {
+      throw new PlughostError('INVALID_MODULE', `component imports "${name}" from ${HOST_INTERFACE}, which wit/plugin.wit does not define (it defines ${Object.keys(HOST_FUNCTIONS).join(', ')})`);
+    }
+    const want = coreType(Array.from({ length: expected.params }, () => 'i32'), []);
+    const got = type ? coreType(type.params, type.results) : 'a type plughost cannot read';
+    if (got !== want) {
+      throw new PlughostError('INVALID_MODULE', `component imports ${HOST_INTERFACE} "${name}" with another type than wit/plugin.wit's ${name}: ${expected.wit} (core module ${file} has ${got}, the WIT lowers to ${want})`);
+    }
   }
 }
 
@@ -85,7 +103,10 @@ export function prepareGlue(source: string): string {
     .replace(/new Uint8Array\((memory\d+)\.buffer\.slice\((\w+), \2 \+ (\w+) \* 1\)\)/g, 'new Uint8Array($1.buffer, $2, $3).slice()')
     // a WIT string is UTF-8 (the canonical ABI traps on anything else); jco's decoder would
     // replace bad bytes, so a key could be stored under another one than the guest meant
-    .replace(/new TextDecoder\(\)/g, "new TextDecoder('utf-8', { fatal: true })");
+    .replace(/new TextDecoder\(\)/g, "new TextDecoder('utf-8', { fatal: true })")
+    // jco prints a raw "ERROR: ..." line before each error it throws; the error itself is
+    // reported (in the call's outcome and the JSON log), and nothing else may reach stderr
+    .replace(/\bconsole\.error\(/g, '(() => {})(');
   if (/^\s*(?:import|export)\s/m.test(body)) throw new PlughostError('INTERNAL', 'jco glue has ESM syntax plughost does not know how to rewrite');
   if (/new TextDecoder\((?:\)|['"]utf-?8['"]\))/i.test(body)) throw new PlughostError('INTERNAL', 'jco glue decodes strings in a way plughost does not know how to make strict');
   return `${body}\nreturn { instantiate };`;
@@ -131,6 +152,7 @@ export async function compileComponent(bytes: Uint8Array, options: { maxMemoryBy
   for (const m of Object.values(coreModules)) {
     for (const i of WebAssembly.Module.imports(m)) if (i.module === HOST_INTERFACE) hostImports.add(i.name);
   }
+  for (const [file, content] of Object.entries(files)) if (file.endsWith('.wasm')) checkHostImports(content, file.split('/').pop()!);
   return {
     hash: hashOf(bytes),
     sizeBytes: bytes.length,

@@ -112,3 +112,59 @@ export function capCoreMemory(bytes: Uint8Array, maxPages: number, name: string)
   }
   return Buffer.concat(parts);
 }
+
+const VALTYPES: Record<number, string> = { 0x7f: 'i32', 0x7e: 'i64', 0x7d: 'f32', 0x7c: 'f64', 0x7b: 'v128', 0x70: 'funcref', 0x6f: 'externref' };
+
+/**
+ * The functions a core module imports from `module`, by name, with their core types
+ * (undefined for a type this reader does not know).
+ */
+export function funcImports(bytes: Uint8Array, module: string): Map<string, { params: string[]; results: string[] } | undefined> {
+  const types: ({ params: string[]; results: string[] } | undefined)[] = [];
+  const out = new Map<string, { params: string[]; results: string[] } | undefined>();
+  let pos = 8;
+  while (pos < bytes.length) {
+    const id = bytes[pos]!;
+    const [size, start] = readU32(bytes, pos + 1);
+    const end = start + size;
+    if (id === 1) {
+      let [count, p] = readU32(bytes, start);
+      for (let i = 0; i < count && p < end; i++) {
+        if (bytes[p++] !== 0x60) return out; // not a plain func type (GC proposal): leave it to the compiler
+        const vec = (): string[] => {
+          let n: number;
+          [n, p] = readU32(bytes, p);
+          return Array.from({ length: n }, () => VALTYPES[bytes[p++]!] ?? '?');
+        };
+        const params = vec();
+        types.push({ params, results: vec() });
+      }
+    } else if (id === 2) {
+      let [count, p] = readU32(bytes, start);
+      for (let i = 0; i < count && p < end; i++) {
+        let from: string;
+        let name: string;
+        [from, p] = readName(bytes, p);
+        [name, p] = readName(bytes, p);
+        const kind = bytes[p++];
+        if (kind === 0x00) {
+          let typeIndex: number;
+          [typeIndex, p] = readU32(bytes, p);
+          if (from === module) out.set(name, types[typeIndex]);
+        } else if (kind === 0x01 || kind === 0x02) {
+          if (kind === 0x01) p++; // the table's reftype
+          const flags = bytes[p++]!;
+          [, p] = readU32(bytes, p);
+          if (flags & 1) [, p] = readU32(bytes, p);
+        } else if (kind === 0x03) p += 2;
+        else if (kind === 0x04) {
+          p++;
+          [, p] = readU32(bytes, p);
+        } else return out; // an import kind this reader does not know: the compiler judges the rest
+      }
+      return out;
+    }
+    pos = end;
+  }
+  return out;
+}
