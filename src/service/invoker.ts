@@ -28,10 +28,12 @@ export interface InvokerObservers {
 const GUEST_FAILURES = new Set<ErrorCode>(['TRAP', 'TIMEOUT', 'MEMORY_LIMIT', 'INIT_FAILED', 'POOL_EXHAUSTED', 'INTERNAL']);
 
 /**
- * Room an Invoke or Stream response needs besides the result bytes (the module hash, the
- * item id, protobuf framing): a result may take the rest of grpc.maxSendMessageBytes.
+ * Room an Invoke or Stream response needs besides the result bytes, so a result may take
+ * the rest of grpc.maxSendMessageBytes: an InvokeResponse adds at most 79 bytes (the value's
+ * tag and length, and a 71-character module hash with its own), a StreamResponse at most 23
+ * (the id, the outcome's and the value's tags and lengths).
  */
-export const RESPONSE_ENVELOPE_BYTES = 1024;
+export const RESPONSE_ENVELOPE_BYTES = 128;
 
 export class Invoker {
   constructor(
