@@ -4,8 +4,10 @@
 // message, and the second was served).
 import test from 'ava';
 import { readFileSync } from 'node:fs';
-import { fixture } from './fixtures/build.js';
-import { manager } from './helpers/runtime.js';
+import { buildFixture, fixture } from './fixtures/build.js';
+import { ctx, manager } from './helpers/runtime.js';
+import { entryList, keyRange } from './helpers/canonical.js';
+import { lmdbStore } from './helpers/kv.js';
 import { isPlughostError } from '../src/errors.js';
 import { HOST_FUNCTIONS } from '../src/component/host-contract.js';
 import { prepareGlue } from '../src/component/load.js';
@@ -36,4 +38,26 @@ test('the glue jco makes prints nothing to stderr itself (its raw "ERROR:" lines
   t.false(/console\.error/.test(glue));
   const { instantiate } = new Function(glue)() as { instantiate(): void };
   t.throws(() => instantiate(), { message: 'x' });
+});
+
+test('a cabi_realloc that answers a misaligned pointer, or one where the bytes do not fit, traps the call instead of being written through', async (t) => {
+  const m = await manager(t, { store: lmdbStore(t) });
+  // the prelude's allocator ends by answering its pointer: make it lie
+  const lie = (answer: string) => (wat: string) => {
+    const end = '(select (local.get $oldsz) (local.get $newsz) (i32.lt_u (local.get $oldsz) (local.get $newsz))))))\n    (local.get $p))';
+    if (!wat.includes(end)) throw new Error('the prelude\'s cabi_realloc changed');
+    return wat.replace(end, end.replace(/\(local\.get \$p\)\)$/, `${answer})`));
+  };
+  // kv-keys hands the guest a list<string>: the host asks for 4-byte alignment
+  const misaligned = await m.load(await buildFixture('kv-batch', lie('(select (i32.add (local.get $p) (i32.const 1)) (local.get $p) (i32.gt_u (local.get $align) (i32.const 1)))')), { name: 'misaligned' });
+  const store = await m.load(await fixture('kv-batch'), { name: 'misaligned' });
+  t.true((await store.invoke(ctx(), 'set-batch', entryList([['a', 'A']]))).ok);
+  const e = await t.throwsAsync(misaligned.invoke(ctx(), 'keys', keyRange({})));
+  t.true(isPlughostError(e, 'TRAP'), String(e));
+  t.regex(e!.message, /cabi_realloc returned \d+, which is not aligned to 4/);
+  // the args of any call are copied in through it: a pointer past the end of memory
+  const outOfBounds = await m.load(await buildFixture('echo', lie('(i32.const 0x7ffffff0)')));
+  const oob = await t.throwsAsync(outOfBounds.invoke(ctx(), undefined, new Uint8Array(16)));
+  t.true(isPlughostError(oob, 'TRAP'), String(oob));
+  t.regex(oob!.message, /cabi_realloc returned 2147483632, where 16 bytes do not fit in the guest memory of \d+ bytes/);
 });

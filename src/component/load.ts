@@ -89,6 +89,17 @@ function firstLine(s: string): string {
   return s.split('\n').map((l) => l.trim()).filter(Boolean).slice(0, 3).join(': ');
 }
 
+/** Wraps a guest's cabi_realloc (glue source, evaluated with it): a bad pointer traps the call. */
+const CHECKED_REALLOC = `function __checkedRealloc(realloc, memoryOf) {
+  return (old, oldSize, align, size) => {
+    const p = realloc(old, oldSize, align, size) >>> 0;
+    if (align > 1 && p % align !== 0) throw new WebAssembly.RuntimeError('cabi_realloc returned ' + p + ', which is not aligned to ' + align);
+    const memory = memoryOf();
+    if (memory && p + size > memory.buffer.byteLength) throw new WebAssembly.RuntimeError('cabi_realloc returned ' + p + ', where ' + size + ' bytes do not fit in the guest memory of ' + memory.buffer.byteLength + ' bytes');
+    return p;
+  };
+}`;
+
 /** Rewrites jco's ESM glue so `new Function` can evaluate it (no module cache: it can be freed). */
 export function prepareGlue(source: string): string {
   const body = source
@@ -106,10 +117,15 @@ export function prepareGlue(source: string): string {
     .replace(/new TextDecoder\(\)/g, "new TextDecoder('utf-8', { fatal: true })")
     // jco prints a raw "ERROR: ..." line before each error it throws; the error itself is
     // reported (in the call's outcome and the JSON log), and nothing else may reach stderr
-    .replace(/\bconsole\.error\(/g, '(() => {})(');
+    .replace(/\bconsole\.error\(/g, '(() => {})(')
+    // jco writes wherever the guest's cabi_realloc says; the canonical ABI traps on a pointer
+    // that is not aligned or where the bytes do not fit in the guest's memory
+    .replace(/\b(realloc(\d+)) = (exports\d+)\.cabi_realloc;/g, "$1 = __checkedRealloc($3.cabi_realloc, () => (typeof memory$2 === 'undefined' ? undefined : memory$2));");
   if (/^\s*(?:import|export)\s/m.test(body)) throw new PlughostError('INTERNAL', 'jco glue has ESM syntax plughost does not know how to rewrite');
   if (/new TextDecoder\((?:\)|['"]utf-?8['"]\))/i.test(body)) throw new PlughostError('INTERNAL', 'jco glue decodes strings in a way plughost does not know how to make strict');
-  return `${body}\nreturn { instantiate };`;
+  const unchecked = /\brealloc\d+ = exports\d+\.cabi_realloc;/.test(body) || (body.includes('cabi_realloc') && !body.includes('__checkedRealloc('));
+  if (unchecked) throw new PlughostError('INTERNAL', 'jco glue takes cabi_realloc in a way plughost does not know how to check');
+  return `${CHECKED_REALLOC}\n${body}\nreturn { instantiate };`;
 }
 
 export async function compileComponent(bytes: Uint8Array, options: { maxMemoryBytes: number }): Promise<CompiledComponent> {
