@@ -18,12 +18,12 @@ const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 
 /** The gRPC code a call failed with (throws if it did not fail). */
-async function codeOf(p: Promise<unknown>): Promise<{ code: Code; message: string }> {
+async function codeOf(p: Promise<unknown>): Promise<{ code: Code; message: string; plughostCode: string | null }> {
   try {
     await p;
   } catch (e) {
     const c = ConnectError.from(e);
-    return { code: c.code, message: c.rawMessage };
+    return { code: c.code, message: c.rawMessage, plughostCode: c.metadata.get('plughost-error-code') };
   }
   throw new Error('the call succeeded');
 }
@@ -152,9 +152,12 @@ test('KV through the service: tenants are isolated, a read-only caller cannot wr
   t.is(readU32(got.subarray(1)), 3, 'the read-only caller reads its tenant, and its denied write changed nothing');
 });
 
-test('the error table: each failure reaches the client as its gRPC status', async (t) => {
-  const host = await startPlughost(t, { limits: { maxMemoryBytes: 8 << 20 } });
+test('the error table: each failure reaches the client as its gRPC status, with its code in the plughost-error-code trailer', async (t) => {
+  const host = await startPlughost(t, { limits: { maxMemoryBytes: 8 << 20 }, acquireTimeoutMs: 200, grpc: { maxSendMessageBytes: 64 * 1024 } });
   const c = clients(t, host.address, host.createdAdminToken);
+  const nobody = clients(t, host.address);
+  const caller = clients(t, host.address, host.tokens.add({ subject: 'engine', tenant: 't1', admin: false, modules: ['faults'], kv: 'write' }).token);
+  await pushFixture(c, 'echo');
   const faults = await fixture('faults');
   await push(c, 'faults', '1.0.0', faults, { limits: { maxExecutionMs: 500 } });
   await pushFixture(c, 'failing-init');
@@ -171,11 +174,24 @@ test('the error table: each failure reaches the client as its gRPC status', asyn
     [() => c.plugins.invoke({ module: 'sha256:xyz' }), Code.InvalidArgument, 'INVALID_ARGUMENT'],
     [() => push(c, 'junk', '1.0.0', enc('junk')), Code.InvalidArgument, 'INVALID_MODULE'],
     [() => push(c, 'faults', '1.0.1', faults, { limits: { maxExecutionMs: 400 } }), Code.FailedPrecondition, 'FAILED_PRECONDITION'],
+    [() => push(c, 'faults', '1.0.0', withCustomSection(faults, 'other-bytes')), Code.AlreadyExists, 'ALREADY_EXISTS'],
+    [() => nobody.plugins.invoke({ module: 'faults' }), Code.Unauthenticated, 'UNAUTHENTICATED'],
+    [() => caller.plugins.invoke({ module: 'echo' }), Code.PermissionDenied, 'PERMISSION_DENIED'],
+    [() => c.plugins.invoke({ module: 'echo', args: new Uint8Array(64 * 1024) }), Code.ResourceExhausted, 'RESULT_TOO_LARGE'],
   ];
   for (const [p, code, name] of rows) {
     const r = await codeOf(p());
-    t.is(Code[r.code], Code[code], `${name}: ${r.message}`);
+    t.deepEqual([Code[r.code], r.plughostCode], [Code[code], name], `${name}: ${r.message}`);
   }
+  // POOL_EXHAUSTED: the module's one controller busy past acquireTimeoutMs
+  await push(c, 'faults', '3.0.0', withCustomSection(faults, 'one-controller'), { limits: { maxPoolSize: 1, maxExecutionMs: 1500 } });
+  const busy = codeOf(c.plugins.invoke({ module: 'faults@3.0.0', function: 'loop' }));
+  await waitFor(async () => (await c.modules.describeModule({ module: 'faults@3.0.0' })).pool!.inUse === 1, 5000, 20);
+  t.like(await codeOf(c.plugins.invoke({ module: 'faults@3.0.0' })), { code: Code.ResourceExhausted, plughostCode: 'POOL_EXHAUSTED' });
+  t.like(await busy, { code: Code.DeadlineExceeded, plughostCode: 'TIMEOUT' });
+  // CANCELLED and UNAVAILABLE are only seen by a client that is still there: a cancel is
+  // asserted server-side in test/hostile-requests.test.ts, and a call refused during
+  // shutdown in test/crash-shutdown.test.ts. INTERNAL is a bug: no input reaches it.
   // the client's deadline bounds the guest's time: with a 30 s module limit, a 200 ms
   // deadline must stop the loop (its worker) long before the limit would
   await push(c, 'faults', '2.0.0', withCustomSection(faults, 'slow-limit'), { limits: { maxExecutionMs: 30_000 } });
