@@ -97,7 +97,7 @@ test('push refusals: not a component, over the size cap, a hash mismatch, an imm
   t.deepEqual((await c.modules.listModules({})).modules.map((m) => m.name), ['echo'], 'nothing refused was stored');
 });
 
-test('delete: an alias at once (calls in flight finish), the bytes when no alias is left', async (t) => {
+test('delete: an alias at once, the bytes when no alias is left', async (t) => {
   const host = await startPlughost(t);
   const c = clients(t, host.address, host.createdAdminToken);
   const a = await pushFixture(c, 'faults', '1.0.0');
@@ -113,6 +113,20 @@ test('delete: an alias at once (calls in flight finish), the bytes when no alias
   t.true(r.moduleRemoved);
   t.like(await codeOf(c.plugins.invoke({ module: a.module!.hash })), { code: Code.NotFound });
   t.like(await codeOf(c.modules.deleteModule({ module: 'faults@2.0.0' })), { code: Code.NotFound });
+});
+
+test('delete while a call is in flight: the call finishes with its answer, then the module is gone', async (t) => {
+  const host = await startPlughost(t);
+  const c = clients(t, host.address, host.createdAdminToken);
+  // budget's init works ~0.6 s on a new controller, and its invoke as many tenths of that as asked
+  const pushed = await pushFixture(c, 'budget', '1.0.0', 'slow');
+  const inFlight = c.plugins.invoke({ module: 'slow', args: u32(5) });
+  t.true(await waitFor(async () => (await c.modules.describeModule({ module: 'slow' })).pool!.inUse === 1, 10_000, 5), 'the call is in flight');
+  const deleted = await c.modules.deleteModule({ module: 'slow@1.0.0' });
+  t.true(deleted.moduleRemoved);
+  t.is(readU32((await inFlight).result.value as Uint8Array), 1, 'the call in flight was answered (init ran once)');
+  t.like(await codeOf(c.plugins.invoke({ module: 'slow' })), { code: Code.NotFound });
+  t.like(await codeOf(c.plugins.invoke({ module: pushed.module!.hash })), { code: Code.NotFound });
 });
 
 test('identity: no token, a wrong token, a non-admin push or delete, a module outside the patterns', async (t) => {
