@@ -104,6 +104,35 @@ test.serial('limits: each at its value works, just past it fails with a message 
   t.deepEqual(got.map((v) => v && dec(v)), ['new', undefined]);
 });
 
+test.serial('limits through a guest: each at its value works, just past it the import answers err naming it, and nothing is written', async (t) => {
+  const store = lmdbStore(t);
+  const m = await manager(t, { store });
+  const kvLimits = { maxKeyBytes: 8, maxValueBytes: 4, maxEntriesPerScope: 3, maxBatchItems: 2, maxRangeEntries: 2 };
+  const kv = await m.load(await fixture('kv'), { name: 'limits', limits: { kv: kvLimits } });
+  const batch = await m.load(await fixture('kv-batch'), { name: 'limits-batch', limits: { kv: kvLimits } });
+  const set = async (key: string, value: string) => kv.invoke(ctx(), 'set', setArgs(key, value));
+  const errOf = (r: { ok: true } | { ok: false; guestError: string }) => (r.ok ? 'ok' : r.guestError);
+  t.is(errOf(await set('k'.repeat(8), 'vvvv')), 'ok', 'a key of maxKeyBytes and a value of maxValueBytes');
+  t.regex(errOf(await set('k'.repeat(9), 'v')), /maxKeyBytes = 8/);
+  t.regex(errOf(await set('k', 'vvvvv')), /maxValueBytes = 4/);
+  t.is(errOf(await set('a', '1')), 'ok');
+  t.is(errOf(await set('b', '2')), 'ok', 'the scope holds maxEntriesPerScope entries');
+  t.regex(errOf(await set('fourth', 'v')), /maxEntriesPerScope = 3/);
+  t.is(errOf(await set('a', 'new')), 'ok', 'overwriting an existing key adds no entry');
+  const written = store.begin({ tenant: ctx().tenant, module: 'limits' }, 'read', DEFAULT_KV_LIMITS);
+  t.deepEqual(await written.apply('kvKeys', [{ reverse: false }]), ['a', 'b', 'k'.repeat(8)], 'nothing refused was written');
+
+  const call = async (fn: string, args: Uint8Array) => valueOf(await batch.invoke(ctx({ tenant: 'batch' }), fn, args));
+  t.deepEqual(unitResult(await call('set-batch', entryList([['a', 'A'], ['b', 'B']]))), { ok: null }, 'a batch of maxBatchItems');
+  t.regex((unitResult(await call('set-batch', entryList([['c', 'C'], ['d', 'D'], ['e', 'E']]))) as { err: string }).err, /maxBatchItems = 2/);
+  t.deepEqual(unitResult(await call('set-batch', entryList([['c', 'C']]))), { ok: null });
+  t.deepEqual(keysResult(await call('keys', keyRange({ limit: 2 }))), { ok: ['a', 'b'] }, 'a range of maxRangeEntries');
+  t.regex((keysResult(await call('keys', keyRange({}))) as { err: string }).err, /maxRangeEntries = 2/);
+  t.regex((countResult(await call('del-range', keyRange({}))) as { err: string }).err, /maxRangeEntries = 2/);
+  t.deepEqual(countResult(await call('count', keyRange({}))), { ok: 3 }, 'the refused del-range deleted nothing');
+  t.deepEqual(valuesResult(await call('get-batch', keyList(['d', 'e']))), { ok: [null, null] }, 'the refused batch wrote nothing');
+});
+
 test.serial('batch and range operations: byte order, bounds, limit, reverse, read-your-writes and rollback', async (t) => {
   const store = lmdbStore(t);
   const scope = { tenant: 't', module: 'ranges' };
