@@ -7,7 +7,8 @@ import { create } from '@bufbuild/protobuf';
 import { Metadata, credentials, makeGenericClientConstructor, type ChannelOptions, type Client, type ClientDuplexStream } from '@grpc/grpc-js';
 import { PluginService, StreamRequestSchema, type StreamRequest, type StreamResponse } from '../gen/plughost/v1/plugin_pb.js';
 import { grpcServiceDefinition } from '../src/service/grpc-definition.js';
-import { fixture } from './fixtures/build.js';
+import { fixture, withCustomSection } from './fixtures/build.js';
+import { readU32 } from './helpers/runtime.js';
 import { healthCheck } from './helpers/grpc-clients.js';
 import { kvSetArgs as setArgs } from './helpers/kv.js';
 import { clients, push, startPlughost } from './helpers/service.js';
@@ -92,11 +93,26 @@ test.serial('10,000 streams opened and dropped, cancels mid-call and mid-stream,
   await waitFor(() => host.openStreams === 0, 10_000, 50);
   t.is(host.openStreams, 0, 'none of the 10k dropped streams is left open');
 
-  // cancel mid-call: a unary call that is running (a loop) and one waiting behind it
+  // cancel mid-call: a unary call that is running (a loop) and one waiting behind it for the
+  // module's only controller. What the server does: the waiter leaves its queue at once and
+  // never runs; the running one, already in its guest, runs to its 2 s limit and is dropped
+  await push(c, 'faults-one', '1.0.0', withCustomSection(await fixture('faults'), 'pool-of-one'), { limits: { maxExecutionMs: 2000, maxPoolSize: 1 } });
+  const pool = async () => (await c.modules.describeModule({ module: 'faults-one' })).pool!;
   const abort = new AbortController();
-  const running = c.plugins.invoke({ module: 'faults', function: 'loop' }, { signal: abort.signal });
-  setTimeout(() => abort.abort(), 100);
+  const running = c.plugins.invoke({ module: 'faults-one', function: 'loop' }, { signal: abort.signal });
+  t.true(await waitFor(async () => (await pool()).inUse === 1, 10_000, 10), 'the loop is running');
+  const waiting = c.plugins.invoke({ module: 'faults-one' }, { signal: abort.signal });
+  t.true(await waitFor(async () => (await pool()).waiters === 1, 10_000, 10), 'the second call waits for the controller');
+  abort.abort();
   t.is(ConnectError.from(await t.throwsAsync(running)).code, Code.Canceled);
+  t.is(ConnectError.from(await t.throwsAsync(waiting)).code, Code.Canceled);
+  t.true(await waitFor(async () => (await pool()).waiters === 0, 10_000, 10), 'the server let the waiter go');
+  t.is((await pool()).inUse, 1, 'while the loop, already running, still runs');
+  t.true(await waitFor(async () => (await pool()).inUse === 0, 10_000, 50), 'until its time limit');
+  t.is(Number((await pool()).droppedTimeout), 1, 'and its controller is dropped');
+  // the waiter never ran: it would have started a controller (the default function counts
+  // its calls per controller), and this call would then reuse it and answer 2
+  t.is(readU32((await c.plugins.invoke({ module: 'faults-one' })).result.value as Uint8Array), 1, 'the cancelled waiter never ran');
 
   // readers that never read: 20 streams (on a new connection) that write 2,000 items of
   // 1 KiB each and never consume. A client of the same target and options would share the
