@@ -103,6 +103,13 @@ export class Plughost {
     return this.sessions.size;
   }
 
+  /** Stream items pulled from clients whose results are not yet handed to grpc-js, over every open stream. */
+  get streamItemsInFlight(): number {
+    let n = 0;
+    for (const s of this.sessions) n += s.inFlight;
+    return n;
+  }
+
   get address(): string {
     return this.server.address;
   }

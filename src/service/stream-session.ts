@@ -67,6 +67,11 @@ export class StreamSession {
     call.on('close', () => this.close());
   }
 
+  /** Items pulled whose result is not yet handed to grpc-js (the window bounds it). */
+  get inFlight(): number {
+    return this.open;
+  }
+
   /** Stops pulling items, lets those in flight finish, then ends with UNAVAILABLE. */
   shutdown(): Promise<void> {
     this.stopping = true;
