@@ -60,6 +60,7 @@ test.serial(`faults under load: 16 callers for ${SECONDS} s, every call answered
 
   const rssBefore = process.memoryUsage().rss;
   const calm = await phase(Math.min(5, SECONDS / 4), 0);
+  const rssAfterCalm = process.memoryUsage().rss;
   const storm = await phase(SECONDS, 4);
   t.deepEqual(calm.wrong, []);
   t.deepEqual(storm.wrong.slice(0, 10), [], `${storm.wrong.length} wrong outcomes`);
@@ -69,22 +70,28 @@ test.serial(`faults under load: 16 callers for ${SECONDS} s, every call answered
   const n = readU32(((await c.plugins.invoke({ module: 'kv', function: 'get', args: enc('n') })).result.value as Uint8Array).subarray(1));
   t.is(n, calm.increments + storm.increments);
 
-  // pools settle back: nothing in use, nobody waiting, the workers all there
+  // pools settle back: nothing in use, nobody waiting, the workers all there. No module had
+  // more than its 16 callers at once, so none keeps more controllers than that (the pool
+  // caps, 64 a module, would hide a leak of controllers)
   for (const m of ['echo', 'kv', 'faults']) {
     const p = (await c.modules.describeModule({ module: m })).pool!;
     t.is(p.inUse, 0, `${m} in use`);
     t.is(p.waiters, 0, `${m} waiters`);
-    t.true(p.idle <= 64, `${m} idle ${p.idle}`);
+    t.true(p.idle <= 16, `${m} idle ${p.idle}`);
   }
   const stats = host.manager.stats();
+  t.is(stats.workers, 2, 'as many workers as before the storm');
   t.is(host.manager.workers.filter((w) => w.alive).length, stats.workers);
   t.true(stats.workerRestarts >= storm.counts.loop!, `a worker was replaced for each loop (${stats.workerRestarts} restarts)`);
-  t.true(stats.liveControllers <= 3 * 64, `${stats.liveControllers} live controllers`);
+  t.true(stats.liveControllers <= 3 * 16, `${stats.liveControllers} live controllers`);
   globalThis.gc?.();
   const rssAfter = process.memoryUsage().rss;
-  t.true(rssAfter - rssBefore < 400 << 20, `RSS grew ${((rssAfter - rssBefore) / 2 ** 20).toFixed(0)} MiB`);
+  // measured on a quiet run: the storm (~60 workers replaced, ~19k calls) adds 49 MiB over
+  // the calm phase, which the allocator keeps; a leak per call or per worker would add far
+  // more, and the bound leaves room for a busy machine
+  t.true(rssAfter - rssAfterCalm < 256 << 20, `RSS grew ${((rssAfter - rssAfterCalm) / 2 ** 20).toFixed(0)} MiB over the calm phase`);
 
   const p99 = (xs: number[]) => percentile(xs, 99).toFixed(1);
   t.log(`calm: ${calm.calls} calls, healthy p99 ${p99(calm.healthyMs)} ms; storm: ${storm.calls} calls ${JSON.stringify(storm.counts)}, healthy p99 ${p99(storm.healthyMs)} ms, ` +
-    `${stats.workerRestarts} worker restarts, RSS ${((rssAfter - rssBefore) / 2 ** 20).toFixed(0)} MiB over the start, counter ${n}`);
+    `${stats.workerRestarts} worker restarts, RSS ${((rssAfterCalm - rssBefore) / 2 ** 20).toFixed(0)} MiB over the start after the calm phase and ${((rssAfter - rssAfterCalm) / 2 ** 20).toFixed(0)} MiB more after the storm, counter ${n}`);
 });
