@@ -9,7 +9,7 @@ import { ctx, manager } from './helpers/runtime.js';
 import { entryList, keyRange } from './helpers/canonical.js';
 import { lmdbStore } from './helpers/kv.js';
 import { isPlughostError } from '../src/errors.js';
-import { HOST_FUNCTIONS } from '../src/component/host-contract.js';
+import { HOST_FUNCTIONS, PLUGIN_EXPORTS } from '../src/component/host-contract.js';
 import { prepareGlue } from '../src/component/load.js';
 
 test('the host-function table is wit/plugin.wit\'s host interface, name for name and type for type', (t) => {
@@ -17,6 +17,24 @@ test('the host-function table is wit/plugin.wit\'s host interface, name for name
   const host = /^interface host \{([\s\S]*?)^\}/m.exec(wit)![1]!;
   const defined = Object.fromEntries([...host.matchAll(/^\s+([a-z-]+): (func\(.*\).*);$/gm)].map((m) => [m[1], m[2]]));
   t.deepEqual(Object.fromEntries(Object.entries(HOST_FUNCTIONS).map(([name, f]) => [name, f.wit])), defined);
+});
+
+test('the plugin world\'s exports table is wit/plugin.wit\'s world plugin, name for name and type for type', (t) => {
+  const wit = readFileSync(new URL('../wit/plugin.wit', import.meta.url), 'utf8');
+  const world = /^world plugin \{([\s\S]*?)^\}/m.exec(wit)![1]!;
+  const defined = Object.fromEntries([...world.matchAll(/^\s+export ([a-z-]+): (func\(.*\).*);$/gm)].map((m) => [m[1], m[2]]));
+  t.deepEqual({ ...PLUGIN_EXPORTS }, defined);
+});
+
+test('a component exporting what the plugin world does not define, or an export with another type, is refused at load naming it', async (t) => {
+  const m = await manager(t);
+  const mistyped = await t.throwsAsync(m.load(await fixture('mistyped-export')));
+  t.true(isPlughostError(mistyped, 'INVALID_MODULE'), String(mistyped));
+  t.is(mistyped!.message, 'component exports list-functions: func() -> list<string>, but wit/plugin.wit says list-functions: func() -> list<option<string>>');
+  const unknown = await t.throwsAsync(m.load(await fixture('unknown-export')));
+  t.true(isPlughostError(unknown, 'INVALID_MODULE'), String(unknown));
+  t.regex(unknown!.message, /^component exports frob, which the plugin world \(wit\/plugin\.wit\) does not define; it defines invoke, init, list-functions/);
+  t.is(m.stats().runtimes, 0);
 });
 
 test('a component importing a host function the WIT does not define, one with another type, or another version of the host interface, is refused at load with a message naming it', async (t) => {

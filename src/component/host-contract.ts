@@ -28,6 +28,20 @@ export const HOST_FUNCTIONS: Readonly<Record<string, HostFunction>> = {
   log: { wit: 'func(level: log-level, message: string)', params: 3 },
 };
 
+/**
+ * The exports of world `plughost:plugin/plugin` (all but `invoke` optional), with their WIT
+ * types as jco's componentWit prints them (`value` is `list<u8>`).
+ */
+export const PLUGIN_EXPORTS: Readonly<Record<string, string>> = {
+  invoke: 'func(name: option<string>, args: value) -> result<value, string>',
+  init: 'func() -> result<_, string>',
+  'list-functions': 'func() -> list<option<string>>',
+  'function-args': 'func(name: option<string>) -> result<list<tuple<string, string>>, string>',
+  'function-returns': 'func(name: option<string>) -> result<string, string>',
+  'function-writeable': 'func(name: option<string>) -> result<bool, string>',
+  'function-comment': 'func(name: option<string>) -> result<option<string>, string>',
+};
+
 /** A core function type as a reader sees it: `(i32, i32) -> (i32)`. */
 export function coreType(params: readonly string[], results: readonly string[]): string {
   return `(${params.join(', ')}) -> (${results.join(', ')})`;

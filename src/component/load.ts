@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { PlughostError, messageOf } from '../errors.js';
 import { JcoError, transpiler } from './transpiler.js';
 import { WASM_PAGE, binaryKind, capCoreMemory, funcImports } from './wasm-binary.js';
-import { HOST_FUNCTIONS, coreType } from './host-contract.js';
+import { HOST_FUNCTIONS, PLUGIN_EXPORTS, coreType } from './host-contract.js';
 
 export { closeTranspiler, transpilerStats } from './transpiler.js';
 
@@ -59,6 +59,17 @@ async function checkWorld(bytes: Uint8Array): Promise<void> {
   }
   if (!INVOKE_SIGNATURE.test(wit)) {
     throw new PlughostError('INVALID_MODULE', 'component exports invoke with the wrong type; expected func(name: option<string>, args: list<u8>) -> result<list<u8>, string>');
+  }
+  // every other export: one the plugin world defines, with its type
+  for (const m of wit.matchAll(/^\s*export ([^;]+);$/gm)) {
+    const [, name, type] = /^([\w-]+): (func.*)$/.exec(m[1]!.trim()) ?? [undefined, m[1]!.trim(), undefined];
+    const expected = PLUGIN_EXPORTS[name!];
+    if (!expected) {
+      throw new PlughostError('INVALID_MODULE', `component exports ${name}, which the plugin world (wit/plugin.wit) does not define; it defines ${Object.keys(PLUGIN_EXPORTS).join(', ')}`);
+    }
+    if (type!.replaceAll('list<u8>', 'value') !== expected) {
+      throw new PlughostError('INVALID_MODULE', `component exports ${name}: ${type}, but wit/plugin.wit says ${name}: ${expected}`);
+    }
   }
 }
 
