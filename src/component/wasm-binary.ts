@@ -55,19 +55,27 @@ function refuseImportedMemory(buf: Uint8Array, start: number, end: number, name:
     if (kind === 0x02) {
       throw new PlughostError('INVALID_MODULE', `core module ${name} imports its memory from "${module}"; plughost needs guests that define their own memory`);
     }
-    // skip the import's type: func (typeidx), table (reftype + limits), global (valtype + mut), tag (attr + typeidx)
-    if (kind === 0x00) [, p] = readU32(buf, p);
-    else if (kind === 0x01) {
-      p++;
-      const flags = buf[p++]!;
-      [, p] = readU32(buf, p);
-      if (flags & 1) [, p] = readU32(buf, p);
-    } else if (kind === 0x03) p += 2;
-    else if (kind === 0x04) {
-      p++;
-      [, p] = readU32(buf, p);
-    } else return; // an import kind we do not know: leave it to the compiler to judge
+    const next = skipImportType(buf, p, kind!);
+    if (next === undefined) return; // an import kind we do not know: leave it to the compiler to judge
+    p = next;
   }
+}
+
+/**
+ * The position after an import's type: func (typeidx), table (reftype + limits), memory
+ * (limits), global (valtype + mut), tag (attr + typeidx); undefined for a kind not known here.
+ */
+function skipImportType(buf: Uint8Array, p: number, kind: number): number | undefined {
+  if (kind === 0x00) return readU32(buf, p)[1];
+  if (kind === 0x01 || kind === 0x02) {
+    if (kind === 0x01) p++;
+    const flags = buf[p++]!;
+    [, p] = readU32(buf, p);
+    return flags & 1 ? readU32(buf, p)[1] : p;
+  }
+  if (kind === 0x03) return p + 2;
+  if (kind === 0x04) return readU32(buf, p + 1)[1];
+  return undefined;
 }
 
 /**
@@ -146,21 +154,11 @@ export function funcImports(bytes: Uint8Array, module: string): Map<string, { pa
         let name: string;
         [from, p] = readName(bytes, p);
         [name, p] = readName(bytes, p);
-        const kind = bytes[p++];
-        if (kind === 0x00) {
-          let typeIndex: number;
-          [typeIndex, p] = readU32(bytes, p);
-          if (from === module) out.set(name, types[typeIndex]);
-        } else if (kind === 0x01 || kind === 0x02) {
-          if (kind === 0x01) p++; // the table's reftype
-          const flags = bytes[p++]!;
-          [, p] = readU32(bytes, p);
-          if (flags & 1) [, p] = readU32(bytes, p);
-        } else if (kind === 0x03) p += 2;
-        else if (kind === 0x04) {
-          p++;
-          [, p] = readU32(bytes, p);
-        } else return out; // an import kind this reader does not know: the compiler judges the rest
+        const kind = bytes[p++]!;
+        if (kind === 0x00 && from === module) out.set(name, types[readU32(bytes, p)[0]]);
+        const next = skipImportType(bytes, p, kind);
+        if (next === undefined) return out; // an import kind this reader does not know: the compiler judges the rest
+        p = next;
       }
       return out;
     }

@@ -196,16 +196,20 @@ function callSize(c: CallRecord): number {
   return size;
 }
 
+/** A writer over `size` bytes reserved in the ring; 'too-big' when a record that big never fits, 'full' when it does not now. */
+function reserveRecord(ring: Ring, size: number): Writer | 'full' | 'too-big' {
+  if (size > ring.maxRecord) return 'too-big';
+  const at = ring.reserve(size);
+  return at < 0 ? 'full' : new Writer(ring, at);
+}
+
 /**
  * Writes a call into the ring: 'full' when it does not fit now (the caller keeps it for
  * later), 'too-big' when it never will (the caller sends it over the control port).
  */
 export function writeCall(ring: Ring, c: CallRecord): 'ok' | 'full' | 'too-big' {
-  const size = callSize(c);
-  if (size > ring.maxRecord) return 'too-big';
-  const at = ring.reserve(size);
-  if (at < 0) return 'full';
-  const w = new Writer(ring, at);
+  const w = reserveRecord(ring, callSize(c));
+  if (typeof w === 'string') return w;
   w.u8(REQ.CALL);
   w.u32(c.seq);
   w.u32(c.controllerId);
@@ -268,10 +272,8 @@ export function writeReply(ring: Ring, m: ReplyRecord): 'ok' | 'full' | 'too-big
   const v = valueOf(m);
   let size = 4 + 1 + 1 + 8 + 8 + 1 + 4 + v.bytes.byteLength + 4;
   if (m.commit) size += 16 + entriesSize(m.commit.writes);
-  if (size > ring.maxRecord) return 'too-big';
-  const at = ring.reserve(size);
-  if (at < 0) return 'full';
-  const w = new Writer(ring, at);
+  const w = reserveRecord(ring, size);
+  if (typeof w === 'string') return w;
   w.u32(m.seq);
   w.u8(m.status);
   w.u8(m.flags);
