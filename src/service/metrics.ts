@@ -100,44 +100,18 @@ export class Metrics {
         }
       },
     });
-    new Counter({
-      name: 'plughost_kv_operations_total',
-      help: 'KV host calls made by guests, by operation (counted in the workers, read at scrape)',
-      labelNames: ['op'] as const,
-      registers: [this.registry],
-      collect() {
+    // totals the runtime keeps, read at scrape: one number, or one per value of `label`
+    const total = (name: string, help: string, read: () => number | Record<string, number>, label?: string) =>
+      new Counter({ name, help, labelNames: label ? [label] : [], registers: [this.registry], collect() {
         this.reset();
-        for (const [op, n] of Object.entries(manager.stats().kvOps)) if (n > 0) this.inc({ op }, n);
-      },
-    });
-    new Counter({
-      name: 'plughost_worker_restarts_total',
-      help: 'Runtime workers replaced after a timeout or a crash',
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        this.inc(manager.stats().workerRestarts);
-      },
-    });
-    new Counter({
-      name: 'plughost_guest_log_lines_dropped_total',
-      help: 'Guest log lines dropped over guestLogLinesPerSecond or guestLogBytesPerSecond, by module',
-      labelNames: ['module'] as const,
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const [module, n] of Object.entries(manager.stats().guestLogDropped)) this.inc({ module }, n);
-      },
-    });
-    new Counter({
-      name: 'plughost_calls_moved_total',
-      help: 'Calls taken back from a worker busy with a long call and placed on another',
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        this.inc(manager.stats().callsMoved);
-      },
-    });
+        const v = read();
+        if (typeof v === 'number') this.inc(v);
+        else for (const [key, n] of Object.entries(v)) if (n > 0) this.inc({ [label!]: key }, n);
+      } });
+    total('plughost_kv_operations_total', 'KV host calls made by guests, by operation (counted in the workers, read at scrape)', () => manager.stats().kvOps, 'op');
+    total('plughost_worker_restarts_total', 'Runtime workers replaced after a timeout or a crash', () => manager.stats().workerRestarts);
+    total('plughost_guest_log_lines_dropped_total', 'Guest log lines dropped over guestLogLinesPerSecond or guestLogBytesPerSecond, by module', () => manager.stats().guestLogDropped, 'module');
+    total('plughost_calls_moved_total', 'Calls taken back from a worker busy with a long call and placed on another', () => manager.stats().callsMoved);
     new Gauge({
       name: 'plughost_controllers_live',
       help: 'Live controllers in the process (capped by maxControllers)',

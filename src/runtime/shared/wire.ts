@@ -74,7 +74,8 @@ const enc = new TextEncoder();
 const dec = new TextDecoder();
 const strBytes = (s: string | undefined) => (s === undefined ? 0 : Buffer.byteLength(s, 'utf8'));
 
-class Writer {
+/** A position in a ring's bytes, for writing or reading one record. */
+class Cursor {
   readonly bytes: Uint8Array;
   readonly view: DataView;
   constructor(
@@ -84,6 +85,9 @@ class Writer {
     this.bytes = ring.bytes;
     this.view = ring.view;
   }
+}
+
+class Writer extends Cursor {
   u8(v: number): void {
     this.view.setUint8(this.at, v);
     this.at += 1;
@@ -116,16 +120,7 @@ class Writer {
   }
 }
 
-class Reader {
-  readonly bytes: Uint8Array;
-  readonly view: DataView;
-  constructor(
-    ring: Ring,
-    public at: number,
-  ) {
-    this.bytes = ring.bytes;
-    this.view = ring.view;
-  }
+class Reader extends Cursor {
   u8(): number {
     return this.view.getUint8(this.at++);
   }
