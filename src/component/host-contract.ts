@@ -34,6 +34,7 @@ export const HOST_FUNCTIONS: Readonly<Record<string, HostFunction>> = {
  */
 export const PLUGIN_EXPORTS: Readonly<Record<string, string>> = {
   invoke: 'func(name: option<string>, args: value) -> result<value, string>',
+  'invoke-batch': 'func(name: option<string>, rows: list<value>) -> list<result<value, string>>',
   init: 'func() -> result<_, string>',
   'list-functions': 'func() -> list<option<string>>',
   'function-args': 'func(name: option<string>) -> result<list<tuple<string, string>>, string>',

@@ -15,7 +15,7 @@ export const HOST_INTERFACE = 'plughost:plugin/host@0.1.0';
 const ALLOWED_IMPORTS = new Set([HOST_INTERFACE, 'plughost:plugin/types@0.1.0']);
 
 /** The optional exports a plugin may have, by their jco (camelCase) names. */
-export const OPTIONAL_EXPORTS = ['init', 'listFunctions', 'functionArgs', 'functionReturns', 'functionWriteable', 'functionComment'] as const;
+export const OPTIONAL_EXPORTS = ['invokeBatch', 'init', 'listFunctions', 'functionArgs', 'functionReturns', 'functionWriteable', 'functionComment'] as const;
 export type PluginExport = 'invoke' | (typeof OPTIONAL_EXPORTS)[number];
 
 export interface CompiledComponent {

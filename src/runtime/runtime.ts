@@ -2,7 +2,7 @@
 // learned of itself (its functions, which of them may write). Compiled once, shared by
 // all calls. Each call is a Call (call.ts); this class only hands calls their parts.
 import type { CompiledComponent } from '../component/load.js';
-import { PlughostError } from '../errors.js';
+import { PlughostError, isPlughostError, messageOf } from '../errors.js';
 import { KV_WRITE_IMPORTS } from '../kv/txn.js';
 import { runCall, type CallServices } from './call.js';
 import type { InvocationContext } from './context.js';
@@ -15,6 +15,8 @@ import { STATUS } from './shared/wire.js';
 import type { WorkerHost } from './worker-host.js';
 
 export type InvokeResult = { ok: true; value: Uint8Array } | { ok: false; guestError: string };
+/** One row of a batch: what the guest returned, or why the row did not complete. */
+export type RowOutcome = InvokeResult | { ok: false; failure: PlughostError };
 export type { PoolStats };
 
 export interface FunctionInfo {
@@ -76,6 +78,20 @@ export class Runtime {
       const reply = await runCall(this, this.services, ctx, { fn: 'invoke', name: fn, args });
       return reply.status === STATUS.OK ? { ok: true, value: reply.value as Uint8Array } : { ok: false, guestError: String(reply.value) };
     });
+  }
+
+  /**
+   * Calls `fn` once per row: one outcome per row, in row order. A row that fails never
+   * fails its neighbours. Each row is its own call (own KV transaction and time limit).
+   */
+  invokeBatch(ctx: InvocationContext, fn: string | undefined, rows: readonly Uint8Array[]): Promise<RowOutcome[]> {
+    return this.track(() =>
+      Promise.all(
+        rows.map((args) =>
+          this.invoke(ctx, fn, args).catch((e: unknown): RowOutcome => ({ ok: false, failure: isPlughostError(e) ? e : new PlughostError('INTERNAL', messageOf(e), { cause: e }) })),
+        ),
+      ),
+    );
   }
 
   /** The module's functions from its introspection exports (one hand-off); absent exports give empty answers. Cached. */

@@ -4,7 +4,7 @@
 import type { Identity } from '../auth/identity.js';
 import { PlughostError, type ErrorCode } from '../errors.js';
 import type { ModuleRegistry } from '../registry/registry.js';
-import type { InvokeResult } from '../runtime/runtime.js';
+import type { InvokeResult, RowOutcome, Runtime } from '../runtime/runtime.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import { asPlughostError } from './status.js';
@@ -14,6 +14,16 @@ export interface CallRequest {
   fn: string | undefined;
   args: Uint8Array;
   /** Epoch ms, from the gRPC deadline. */
+  deadline?: number;
+  signal?: AbortSignal;
+  requestId?: string;
+}
+
+export interface BatchRequest {
+  module: string;
+  fn: string | undefined;
+  rows: readonly Uint8Array[];
+  /** Epoch ms: the stream's deadline, or the batch's own when sooner. */
   deadline?: number;
   signal?: AbortSignal;
   requestId?: string;
@@ -72,7 +82,50 @@ export class Invoker {
     }
   }
 
+  /**
+   * Many rows of one function: the module is resolved, permitted and checked once, then
+   * each row runs as its own call. Throws only when the batch as a whole is refused (then
+   * no row ran); a row's failure is in its outcome. Counted per row, one log line per batch.
+   */
+  async invokeBatch(identity: Identity, req: BatchRequest): Promise<{ outcomes: RowOutcome[]; hash: string }> {
+    const t0 = performance.now();
+    const labels = { module: '(unresolved)', function: (req.fn ?? '(default)').slice(0, 64) };
+    const counts = new Map<string, number>();
+    try {
+      const { runtime, hash, name } = await this.prepare(identity, req, labels);
+      const outcomes = await runtime.invokeBatch(this.contextOf(identity, name, req), req.fn, req.rows);
+      for (const o of outcomes) {
+        const outcome = o.ok ? 'ok' : 'failure' in o ? o.failure.code : 'guest_error';
+        counts.set(outcome, (counts.get(outcome) ?? 0) + 1);
+      }
+      return { outcomes, hash };
+    } catch (e) {
+      const err = asPlughostError(e);
+      counts.set(err.code, req.rows.length);
+      const level = GUEST_FAILURES.has(err.code) ? (err.code === 'INTERNAL' ? 'error' : 'warn') : 'info';
+      this.observers.logger?.[level]({ reqId: req.requestId, subject: identity.subject, module: req.module, fn: req.fn, rows: req.rows.length, code: err.code, err: err.message }, 'batch refused');
+      throw e;
+    } finally {
+      const seconds = (performance.now() - t0) / 1000;
+      const m = this.observers.metrics;
+      if (m) {
+        labels.function = m.functionLabel(labels.module, labels.function);
+        for (const [outcome, n] of counts) m.calls.inc({ ...labels, outcome }, n);
+        m.latency.observe(labels, seconds);
+      }
+      const logger = this.observers.logger;
+      if (logger?.isLevelEnabled('debug')) logger.debug({ reqId: req.requestId, subject: identity.subject, module: req.module, fn: req.fn, rows: req.rows.length, outcomes: Object.fromEntries(counts), ms: seconds * 1000 }, 'batch');
+    }
+  }
+
   private async call(identity: Identity, req: CallRequest, labels: { module: string; function: string }): Promise<{ result: InvokeResult; hash: string }> {
+    const { runtime, hash, name } = await this.prepare(identity, req, labels);
+    const result = await runtime.invoke(this.contextOf(identity, name, req), req.fn, req.args);
+    return { result, hash };
+  }
+
+  /** Resolves the module, checks the caller may invoke it and that it has the function. */
+  private async prepare(identity: Identity, req: Pick<CallRequest, 'module' | 'fn' | 'deadline' | 'signal'>, labels: { module: string; function: string }): Promise<{ runtime: Runtime; hash: string; name: string }> {
     const resolved = this.registry.resolve(req.module);
     labels.module = resolved.name;
     if (!identity.mayInvoke(resolved.name)) {
@@ -87,21 +140,20 @@ export class Invoker {
         throw new PlughostError('NOT_FOUND', `${resolved.name} has no function ${req.fn ?? '(default)'}; it has: ${names}`);
       }
     }
-    const result = await runtime.invoke(
-      {
-        subject: identity.subject,
-        tenant: identity.grant.tenant,
-        kvAccess: identity.grant.kv,
-        moduleName: resolved.name,
-        deadline: req.deadline,
-        signal: req.signal,
-        requestId: req.requestId,
-        maxResultBytes: this.maxResultBytes,
-      },
-      req.fn,
-      req.args,
-    );
-    return { result, hash: resolved.hash };
+    return { runtime, hash: resolved.hash, name: resolved.name };
+  }
+
+  private contextOf(identity: Identity, moduleName: string, req: Pick<CallRequest, 'deadline' | 'signal' | 'requestId'>) {
+    return {
+      subject: identity.subject,
+      tenant: identity.grant.tenant,
+      kvAccess: identity.grant.kv,
+      moduleName,
+      deadline: req.deadline,
+      signal: req.signal,
+      requestId: req.requestId,
+      maxResultBytes: this.maxResultBytes,
+    };
   }
 }
 

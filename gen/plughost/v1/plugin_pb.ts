@@ -4,7 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { CallOutcome } from "./outcome_pb.js";
+import type { CallFailure, CallOutcome } from "./outcome_pb.js";
 import { file_plughost_v1_outcome } from "./outcome_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file plughost/v1/plugin.proto.
  */
 export const file_plughost_v1_plugin: GenFile = /*@__PURE__*/
-  fileDesc("ChhwbHVnaG9zdC92MS9wbHVnaW4ucHJvdG8SC3BsdWdob3N0LnYxIlEKDUludm9rZVJlcXVlc3QSDgoGbW9kdWxlGAEgASgJEhUKCGZ1bmN0aW9uGAIgASgJSACIAQESDAoEYXJncxgDIAEoDEILCglfZnVuY3Rpb24iVwoOSW52b2tlUmVzcG9uc2USDwoFdmFsdWUYASABKAxIABIVCgtndWVzdF9lcnJvchgCIAEoCUgAEhMKC21vZHVsZV9oYXNoGAMgASgJQggKBnJlc3VsdCJvCg1TdHJlYW1SZXF1ZXN0Ei0KB29wdGlvbnMYASABKAsyGi5wbHVnaG9zdC52MS5TdHJlYW1PcHRpb25zSAASJwoEaXRlbRgCIAEoCzIXLnBsdWdob3N0LnYxLlN0cmVhbUl0ZW1IAEIGCgRraW5kImQKDVN0cmVhbU9wdGlvbnMSDgoGbW9kdWxlGAEgASgJEhUKCGZ1bmN0aW9uGAIgASgJSACIAQESDgoGd2luZG93GAMgASgNEg8KB29yZGVyZWQYBCABKAhCCwoJX2Z1bmN0aW9uIloKClN0cmVhbUl0ZW0SCgoCaWQYASABKAQSDgoGbW9kdWxlGAIgASgJEhUKCGZ1bmN0aW9uGAMgASgJSACIAQESDAoEYXJncxgEIAEoDEILCglfZnVuY3Rpb24iRwoOU3RyZWFtUmVzcG9uc2USCgoCaWQYASABKAQSKQoHb3V0Y29tZRgCIAEoCzIYLnBsdWdob3N0LnYxLkNhbGxPdXRjb21lMpkBCg1QbHVnaW5TZXJ2aWNlEkEKBkludm9rZRIaLnBsdWdob3N0LnYxLkludm9rZVJlcXVlc3QaGy5wbHVnaG9zdC52MS5JbnZva2VSZXNwb25zZRJFCgZTdHJlYW0SGi5wbHVnaG9zdC52MS5TdHJlYW1SZXF1ZXN0GhsucGx1Z2hvc3QudjEuU3RyZWFtUmVzcG9uc2UoATABYgZwcm90bzM", [file_plughost_v1_outcome]);
+  fileDesc("ChhwbHVnaG9zdC92MS9wbHVnaW4ucHJvdG8SC3BsdWdob3N0LnYxIlEKDUludm9rZVJlcXVlc3QSDgoGbW9kdWxlGAEgASgJEhUKCGZ1bmN0aW9uGAIgASgJSACIAQESDAoEYXJncxgDIAEoDEILCglfZnVuY3Rpb24iVwoOSW52b2tlUmVzcG9uc2USDwoFdmFsdWUYASABKAxIABIVCgtndWVzdF9lcnJvchgCIAEoCUgAEhMKC21vZHVsZV9oYXNoGAMgASgJQggKBnJlc3VsdCKaAQoNU3RyZWFtUmVxdWVzdBItCgdvcHRpb25zGAEgASgLMhoucGx1Z2hvc3QudjEuU3RyZWFtT3B0aW9uc0gAEicKBGl0ZW0YAiABKAsyFy5wbHVnaG9zdC52MS5TdHJlYW1JdGVtSAASKQoFYmF0Y2gYAyABKAsyGC5wbHVnaG9zdC52MS5TdHJlYW1CYXRjaEgAQgYKBGtpbmQiZAoNU3RyZWFtT3B0aW9ucxIOCgZtb2R1bGUYASABKAkSFQoIZnVuY3Rpb24YAiABKAlIAIgBARIOCgZ3aW5kb3cYAyABKA0SDwoHb3JkZXJlZBgEIAEoCEILCglfZnVuY3Rpb24ibgoKU3RyZWFtSXRlbRIKCgJpZBgBIAEoBBIOCgZtb2R1bGUYAiABKAkSFQoIZnVuY3Rpb24YAyABKAlIAIgBARIMCgRhcmdzGAQgASgMEhIKCnRpbWVvdXRfbXMYBSABKA1CCwoJX2Z1bmN0aW9uIoIBCgtTdHJlYW1CYXRjaBIQCghmaXJzdF9pZBgBIAEoBBILCgNpZHMYAiADKAQSDgoGbW9kdWxlGAMgASgJEhUKCGZ1bmN0aW9uGAQgASgJSACIAQESDAoEcm93cxgFIAMoDBISCgp0aW1lb3V0X21zGAYgASgNQgsKCV9mdW5jdGlvbiKLAQoOU3RyZWFtUmVzcG9uc2USCgoCaWQYASABKAQSKQoHb3V0Y29tZRgCIAEoCzIYLnBsdWdob3N0LnYxLkNhbGxPdXRjb21lEhMKC21vZHVsZV9oYXNoGAMgASgJEi0KBWJhdGNoGAQgASgLMh4ucGx1Z2hvc3QudjEuU3RyZWFtQmF0Y2hSZXN1bHQiiQEKEVN0cmVhbUJhdGNoUmVzdWx0EhAKCGZpcnN0X2lkGAEgASgEEgsKA2lkcxgCIAMoBBIqCghvdXRjb21lcxgDIAMoCzIYLnBsdWdob3N0LnYxLkNhbGxPdXRjb21lEikKB2ZhaWx1cmUYBCABKAsyGC5wbHVnaG9zdC52MS5DYWxsRmFpbHVyZTKZAQoNUGx1Z2luU2VydmljZRJBCgZJbnZva2USGi5wbHVnaG9zdC52MS5JbnZva2VSZXF1ZXN0GhsucGx1Z2hvc3QudjEuSW52b2tlUmVzcG9uc2USRQoGU3RyZWFtEhoucGx1Z2hvc3QudjEuU3RyZWFtUmVxdWVzdBobLnBsdWdob3N0LnYxLlN0cmVhbVJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_plughost_v1_outcome]);
 
 /**
  * One call.
@@ -117,6 +117,14 @@ export type StreamRequest = Message<"plughost.v1.StreamRequest"> & {
      */
     value: StreamItem;
     case: "item";
+  } | {
+    /**
+     * Many calls of one function, one per row.
+     *
+     * @generated from field: plughost.v1.StreamBatch batch = 3;
+     */
+    value: StreamBatch;
+    case: "batch";
   } | { case: undefined; value?: undefined };
 };
 
@@ -148,8 +156,10 @@ export type StreamOptions = Message<"plughost.v1.StreamOptions"> & {
   function?: string | undefined;
 
   /**
-   * How many items may run at once on this stream. 0 = the server default; values above
-   * the server cap are lowered to it.
+   * How many rows may be in flight at once on this stream (an item is one row; a batch is
+   * as many rows as it carries). 0 = the server default; values above the server cap
+   * (stream.maxWindow) are lowered to it. A batch bigger than the window is admitted
+   * only when nothing else is in flight.
    *
    * @generated from field: uint32 window = 3;
    */
@@ -191,7 +201,8 @@ export type StreamItem = Message<"plughost.v1.StreamItem"> & {
   module: string;
 
   /**
-   * The function for this item; absent means the stream's default.
+   * The function for this item; absent means the stream's default function when `module`
+   * is empty or names the stream's module, else that module's default function.
    *
    * @generated from field: optional string function = 3;
    */
@@ -203,6 +214,14 @@ export type StreamItem = Message<"plughost.v1.StreamItem"> & {
    * @generated from field: bytes args = 4;
    */
   args: Uint8Array;
+
+  /**
+   * This item's own time limit in milliseconds, from when the server reads it; 0 = none.
+   * The stream's deadline still applies when it is sooner.
+   *
+   * @generated from field: uint32 timeout_ms = 5;
+   */
+  timeoutMs: number;
 };
 
 /**
@@ -213,24 +232,99 @@ export const StreamItemSchema: GenMessage<StreamItem> = /*@__PURE__*/
   messageDesc(file_plughost_v1_plugin, 4);
 
 /**
+ * Many calls of one function on a stream: each row is the argument bytes of one call.
+ * Rows run as separate calls (each its own KV transaction, time limit and outcome), or
+ * through the guest's `invoke-batch` export when it has one.
+ *
+ * @generated from message plughost.v1.StreamBatch
+ */
+export type StreamBatch = Message<"plughost.v1.StreamBatch"> & {
+  /**
+   * The id of the first row; row i has id `first_id + i`. Ignored when `ids` is set.
+   *
+   * @generated from field: uint64 first_id = 1;
+   */
+  firstId: bigint;
+
+  /**
+   * Explicit ids, one per row (then their count must equal the row count).
+   *
+   * @generated from field: repeated uint64 ids = 2;
+   */
+  ids: bigint[];
+
+  /**
+   * The module for these rows; empty means the stream's default.
+   *
+   * @generated from field: string module = 3;
+   */
+  module: string;
+
+  /**
+   * The function; absent means the stream's default function when `module` is empty or
+   * the stream's module, else that module's default function.
+   *
+   * @generated from field: optional string function = 4;
+   */
+  function?: string | undefined;
+
+  /**
+   * The argument bytes of each row.
+   *
+   * @generated from field: repeated bytes rows = 5;
+   */
+  rows: Uint8Array[];
+
+  /**
+   * The batch's own time limit in milliseconds, from when the server reads it; 0 = none.
+   * Each row still has the module's per-call time limit.
+   *
+   * @generated from field: uint32 timeout_ms = 6;
+   */
+  timeoutMs: number;
+};
+
+/**
+ * Describes the message plughost.v1.StreamBatch.
+ * Use `create(StreamBatchSchema)` to create a new message.
+ */
+export const StreamBatchSchema: GenMessage<StreamBatch> = /*@__PURE__*/
+  messageDesc(file_plughost_v1_plugin, 5);
+
+/**
  * The result of one item.
  *
  * @generated from message plughost.v1.StreamResponse
  */
 export type StreamResponse = Message<"plughost.v1.StreamResponse"> & {
   /**
-   * The id of the item this answers.
+   * The id of the item this answers (for a batch: its first id).
    *
    * @generated from field: uint64 id = 1;
    */
   id: bigint;
 
   /**
-   * What happened.
+   * What happened to the item (unset for a batch).
    *
    * @generated from field: plughost.v1.CallOutcome outcome = 2;
    */
   outcome?: CallOutcome | undefined;
+
+  /**
+   * The hash of the module that served the item or batch (`sha256:<hex>`); empty when the
+   * module could not be resolved.
+   *
+   * @generated from field: string module_hash = 3;
+   */
+  moduleHash: string;
+
+  /**
+   * The answer to a batch (unset for an item).
+   *
+   * @generated from field: plughost.v1.StreamBatchResult batch = 4;
+   */
+  batch?: StreamBatchResult | undefined;
 };
 
 /**
@@ -238,7 +332,50 @@ export type StreamResponse = Message<"plughost.v1.StreamResponse"> & {
  * Use `create(StreamResponseSchema)` to create a new message.
  */
 export const StreamResponseSchema: GenMessage<StreamResponse> = /*@__PURE__*/
-  messageDesc(file_plughost_v1_plugin, 5);
+  messageDesc(file_plughost_v1_plugin, 6);
+
+/**
+ * The answer to one StreamBatch.
+ *
+ * @generated from message plughost.v1.StreamBatchResult
+ */
+export type StreamBatchResult = Message<"plughost.v1.StreamBatchResult"> & {
+  /**
+   * The batch's `first_id`, echoed.
+   *
+   * @generated from field: uint64 first_id = 1;
+   */
+  firstId: bigint;
+
+  /**
+   * The batch's explicit `ids`, echoed (empty when it used `first_id`).
+   *
+   * @generated from field: repeated uint64 ids = 2;
+   */
+  ids: bigint[];
+
+  /**
+   * One outcome per row, in row order. Empty when `failure` is set.
+   *
+   * @generated from field: repeated plughost.v1.CallOutcome outcomes = 3;
+   */
+  outcomes: CallOutcome[];
+
+  /**
+   * Set when the batch was refused as a whole (over a cap, no such module, not
+   * permitted...): then no row ran and `outcomes` is empty.
+   *
+   * @generated from field: plughost.v1.CallFailure failure = 4;
+   */
+  failure?: CallFailure | undefined;
+};
+
+/**
+ * Describes the message plughost.v1.StreamBatchResult.
+ * Use `create(StreamBatchResultSchema)` to create a new message.
+ */
+export const StreamBatchResultSchema: GenMessage<StreamBatchResult> = /*@__PURE__*/
+  messageDesc(file_plughost_v1_plugin, 7);
 
 /**
  * Calls functions of registered plugins. Every call runs under the caller's identity
@@ -261,8 +398,11 @@ export const PluginService: GenService<{
   },
   /**
    * Calls functions many times over one stream. The first message may be `options`;
-   * every later message is an `item`. Each item gets exactly one response carrying its
-   * id and its outcome; per-item failures are in-band and never end the stream.
+   * every later message is an `item` (one call) or a `batch` (many rows for one function).
+   * Each item gets exactly one response carrying its id and its outcome; each batch gets
+   * exactly one response carrying one outcome per row, in row order. Per-item and per-row
+   * failures are in-band and never end the stream. The window granted is sent in the
+   * response headers as `plughost-window`.
    *
    * @generated from rpc plughost.v1.PluginService.Stream
    */

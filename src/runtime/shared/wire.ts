@@ -27,7 +27,7 @@ export const FLAG = { CREATE: 1, INIT: 2, KV_LOCAL: 8, KV_READ: 16, KV_WRITE: 32
 /** Reply flags. */
 export const RFLAG = { KV_READ: 1, CREATED: 8, STARTING: 16 };
 /** What a call runs: a plugin export by its jco name, or `describe` (every introspection export in one go). */
-export const EXPORTS = ['invoke', 'init', 'listFunctions', 'functionArgs', 'functionReturns', 'functionWriteable', 'functionComment', 'describe'];
+export const EXPORTS = ['invoke', 'init', 'listFunctions', 'functionArgs', 'functionReturns', 'functionWriteable', 'functionComment', 'describe', 'invokeBatch'];
 const VALUE = { NONE: 0, BYTES: 1, JSON: 2 };
 
 export interface CallRecord {
