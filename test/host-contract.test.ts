@@ -33,7 +33,7 @@ test('a component exporting what the plugin world does not define, or an export 
   t.is(mistyped!.message, 'component exports list-functions: func() -> list<string>, but wit/plugin.wit says list-functions: func() -> list<option<string>>');
   const unknown = await t.throwsAsync(m.load(await fixture('unknown-export')));
   t.true(isPlughostError(unknown, 'INVALID_MODULE'), String(unknown));
-  t.regex(unknown!.message, /^component exports frob, which the plugin world \(wit\/plugin\.wit\) does not define; it defines invoke, init, list-functions/);
+  t.regex(unknown!.message, /^component exports frob, which the plugin world \(wit\/plugin\.wit\) does not define; it defines invoke, invoke-batch, init, list-functions/);
   t.is(m.stats().runtimes, 0);
 });
 
