@@ -17,6 +17,7 @@ import { Ring } from '../shared/ring.js';
 import { EXPORTS, FLAG, REQ, RFLAG, STATUS, STATUS_LAYOUT, readRequest, writeReply, writeReplyOnPort, type CallRecord, type ReplyRecord } from '../shared/wire.js';
 import { createBridge } from './bridge.js';
 import { classifyFailure } from './classify.js';
+import { beginCall, importGuards } from './guards.js';
 
 type GuestExports = Record<string, (...a: unknown[]) => unknown>;
 /** jco's sync instantiation function, from a module's glue. */
@@ -78,15 +79,16 @@ function instantiate(moduleId: number): LiveController {
   module.instantiate ??= (new Function(module.glue)() as { instantiate: Instantiate }).instantiate;
   const slot: Slot = { callId: 0, txn: undefined };
   let memory: WebAssembly.Memory | undefined;
+  const guards = importGuards(module.kvLimits);
   const exports = module.instantiate(
     (name) => {
       const m = module.coreModules[name];
       if (!m) throw new Error(`no core module ${name}`);
       return m;
     },
-    { 'plughost:plugin/host': hostImports(slot) },
+    { 'plughost:plugin/host': guards.host(hostImports(slot)) },
     (m, imports) => {
-      const instance = new WebAssembly.Instance(m, imports);
+      const instance = new WebAssembly.Instance(m, guards.core(imports));
       if (instance.exports.memory instanceof WebAssembly.Memory) memory ??= instance.exports.memory;
       return instance;
     },
@@ -182,6 +184,7 @@ function runCall(call: CallRecord): ReplyRecord {
   runningSince[STATUS_LAYOUT.since] = t0;
   runningSeq = call.seq;
   Atomics.store(status, STATUS_LAYOUT.running, call.seq);
+  beginCall(modules.get(call.moduleId)?.maxMemoryBytes ?? 0);
   const out: ReplyRecord = { seq: call.seq, status: STATUS.OK, flags: 0, ms: 0, memoryBytes: 0, value: undefined, commit: undefined };
   try {
     if (t0 > call.deadlineAt) {
