@@ -17,7 +17,7 @@ import { Ring } from '../shared/ring.js';
 import { EXPORTS, FLAG, REQ, RFLAG, STATUS, STATUS_LAYOUT, readRequest, writeReply, writeReplyOnPort, type CallRecord, type ReplyRecord } from '../shared/wire.js';
 import { createBridge } from './bridge.js';
 import { classifyFailure } from './classify.js';
-import { beginCall, importGuards } from './guards.js';
+import { beginCall, importGuards, noteHeap } from './guards.js';
 
 type GuestExports = Record<string, (...a: unknown[]) => unknown>;
 /** jco's sync instantiation function, from a module's glue. */
@@ -274,6 +274,7 @@ function onControl(m: ControlMessage): void {
 }
 
 function finish(out: ReplyRecord): void {
+  noteHeap();
   reply(out);
   Atomics.store(status, STATUS_LAYOUT.running, 0);
 }
