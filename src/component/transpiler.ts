@@ -6,6 +6,7 @@
 import { Worker } from 'node:worker_threads';
 import { PlughostError, messageOf } from '../errors.js';
 import { workerUrl } from '../util/paths.js';
+import { captureOutput } from '../util/worker-output.js';
 
 /** What the transpiler worker can do: `wit` is componentWit, `transpile` is transpileBytes. */
 export type TranspileOp = 'wit' | 'transpile';
@@ -129,7 +130,8 @@ export class Transpiler {
 
   private start(): Worker {
     const init: TranspilerInit = { jobs: this.jobs.buffer as SharedArrayBuffer };
-    const worker = new Worker(this.entry ?? entry(), { workerData: init, execArgv: [], stdout: false, stderr: false });
+    const worker = new Worker(this.entry ?? entry(), { workerData: init, execArgv: [], stdout: true, stderr: true });
+    captureOutput(worker, 'transpiler');
     this.workersStarted++;
     worker.unref();
     worker.on('message', (reply: TranspileReply) => {

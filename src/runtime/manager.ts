@@ -14,7 +14,8 @@ import { effectiveLimits, resolveRuntimeOptions, type ModuleLimitsInput, type Ru
 import { Runtime } from './runtime.js';
 import type { HostCallHandler, WorkerHost } from './worker-host.js';
 import { WorkerPool } from './worker-pool.js';
-import { LogLimiter } from './log-limiter.js';
+import { LogLimiter } from '../util/log-limiter.js';
+import { workerOutputDropped } from '../util/worker-output.js';
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error';
 
@@ -55,6 +56,8 @@ export interface ManagerStats {
   workersRetiring: number;
   /** Guest `log` lines dropped over the rate limit, by module. */
   guestLogDropped: Record<string, number>;
+  /** Lines workers printed themselves, dropped over the rate limit (process-wide, see util/worker-output.ts). */
+  workerOutputDropped: number;
   /** Calls taken back from a worker busy with a long call and placed on another. */
   callsMoved: number;
   liveControllers: number;
@@ -190,6 +193,7 @@ export class RuntimeManager implements PoolHost, CallServices, HostCallHandler {
       workerRecycles: this.pool.recycled,
       workersRetiring: this.pool.retiring.size,
       guestLogDropped: Object.fromEntries(this.logLimiter.dropped),
+      workerOutputDropped: workerOutputDropped(),
       callsMoved: this.pool.callsMoved,
       liveControllers: this.liveControllers,
       runtimes: this.runtimes.size,

@@ -13,6 +13,7 @@ import { Ring } from './shared/ring.js';
 import { KV_OPS } from '../kv/txn.js';
 import { REQ, STATUS, STATUS_LAYOUT, readReply, writeCall, writeSmall, type CallRecord, type ReplyRecord } from './shared/wire.js';
 import { workerUrl } from '../util/paths.js';
+import { captureOutput } from '../util/worker-output.js';
 
 export interface HostCallHandler {
   hostCall(callId: number, op: string, args: unknown[]): Promise<{ ok: unknown } | { err: string }> | { ok: unknown } | { err: string };
@@ -200,9 +201,11 @@ export class WorkerHost {
       execArgv: [],
       transferList: [controlChannel.port2, bridgeChannel.port2],
       resourceLimits: { maxOldGenerationSizeMb: options.maxHeapMb, maxYoungGenerationSizeMb: 32 },
-      stdout: false,
-      stderr: false,
+      // what the worker prints goes to the service's JSON log (util/worker-output.ts), never raw
+      stdout: true,
+      stderr: true,
     });
+    captureOutput(this.worker, `runtime-${this.id}`);
     this.bridge.on('message', (m: BridgeRequest) => void this.onBridge(m));
     let lostReason = 'worker exited';
     this.ready = new Promise<void>((resolve, reject) => {

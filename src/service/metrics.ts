@@ -112,6 +112,7 @@ export class Metrics {
     total('plughost_worker_restarts_total', 'Runtime workers replaced after a timeout or a crash', () => manager.stats().workerRestarts);
     total('plughost_worker_recycles_total', 'Runtime workers replaced because their heap stood over workerRecycleHeapMb above its start after a call', () => manager.stats().workerRecycles);
     total('plughost_guest_log_lines_dropped_total', 'Guest log lines dropped over guestLogLinesPerSecond or guestLogBytesPerSecond, by module', () => manager.stats().guestLogDropped, 'module');
+    total('plughost_worker_output_lines_dropped_total', 'Lines runtime and transpiler workers printed themselves, dropped over the rate limit (the others go to the log at warn)', () => manager.stats().workerOutputDropped);
     total('plughost_calls_moved_total', 'Calls taken back from a worker busy with a long call and placed on another', () => manager.stats().callsMoved);
     new Gauge({
       name: 'plughost_controllers_live',

@@ -17,6 +17,7 @@ import { Metrics, serveMetrics } from './metrics.js';
 import { moduleService } from './module-service.js';
 import { pluginService } from './plugin-service.js';
 import { startServer, type RunningServer } from './server.js';
+import { restoreWorkerOutputSink, setWorkerOutputSink, type WorkerOutputSink } from '../util/worker-output.js';
 import type { StreamSession } from './stream-session.js';
 
 export interface StartOptions {
@@ -53,6 +54,9 @@ export class Plughost {
     const tokens = new TokenStore(join(dataDir, 'tokens.json'));
     const createdAdminToken = tokens.size === 0 ? tokens.add(ADMIN_GRANT).token : undefined;
     const logger = options.logger ?? createLogger(config.log.level);
+    // what runtime and transpiler workers print themselves goes to the log, never raw to stderr
+    const sink: WorkerOutputSink = ({ worker, stream, line }) => logger.warn({ worker, stream }, line);
+    const previousSink = setWorkerOutputSink(sink);
     const metrics = new Metrics();
     const store = new LmdbKvStore({ path: join(dataDir, 'kv'), commitMode: config.kv.commitMode, lockTimeoutMs: config.kv.lockTimeoutMs });
     let manager: RuntimeManager | undefined;
@@ -89,8 +93,11 @@ export class Plughost {
         }
       }
       logger.info({ address: server.address, metrics: metricsServer?.address, dataDir, workers: manager.workers.length }, 'plughost listening');
-      return new Plughost(config, server, manager, registry, tokens, store, sessions, inflight, createdAdminToken, metrics, metricsServer, logger);
+      const plughost = new Plughost(config, server, manager, registry, tokens, store, sessions, inflight, createdAdminToken, metrics, metricsServer, logger);
+      plughost.releaseOutput = () => restoreWorkerOutputSink(sink, previousSink);
+      return plughost;
     } catch (e) {
+      restoreWorkerOutputSink(sink, previousSink);
       await metricsServer?.close();
       await manager?.close();
       await store.close();
@@ -109,6 +116,9 @@ export class Plughost {
     for (const s of this.sessions) n += s.inFlight;
     return n;
   }
+
+  /** Gives workers' output back to the sink there was before this service started. */
+  private releaseOutput = () => {};
 
   get address(): string {
     return this.server.address;
@@ -129,6 +139,7 @@ export class Plughost {
       // calls still running past the grace period fail with UNAVAILABLE and their workers stop
       await this.manager.close(Math.max(0, deadline - Date.now()));
       await this.store.close();
+      this.releaseOutput();
       this.logger.info('plughost stopped');
       this.logger.flush();
     })();

@@ -11,18 +11,22 @@ export interface ServeProcess {
   /** The admin token, when this start created it. */
   token: string | undefined;
   stderr(): string;
+  /** Its stdout (the JSON log), when started with `stdout: true`; else ''. */
+  stdout(): string;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
 /** `examples: true` starts it as `npm start` does, pushing examples/ on the first start. */
-export async function startServeProcess(dataDir: string, env: Record<string, string> = {}, options: { examples?: boolean } = {}): Promise<ServeProcess> {
+export async function startServeProcess(dataDir: string, env: Record<string, string> = {}, options: { examples?: boolean; stdout?: boolean } = {}): Promise<ServeProcess> {
   const flags = ['serve', '--listen', '127.0.0.1:0', '--data', dataDir, ...(options.examples ? [] : ['--no-examples'])];
   const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...flags], {
     env: { ...process.env, PLUGHOST_METRICS__LISTEN: '', PLUGHOST_LOG__LEVEL: 'warn', PLUGHOST_WORKERS: '2', ...env },
-    stdio: ['ignore', 'ignore', 'pipe'],
+    stdio: ['ignore', options.stdout ? 'pipe' : 'ignore', 'pipe'],
   });
   let err = '';
+  let out = '';
   child.stderr!.on('data', (d: Buffer) => (err += d));
+  child.stdout?.on('data', (d: Buffer) => (out += d));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.on('exit', (code, signal) => r({ code, signal })));
   const until = Date.now() + 30_000;
   while (!/listening on (\S+)/.test(err)) {
@@ -39,6 +43,7 @@ export async function startServeProcess(dataDir: string, env: Record<string, str
     address: /listening on (\S+)/.exec(err)![1]!,
     token: /shown once; only its hash is stored\):\s+(ph_\S+)/.exec(err)?.[1],
     stderr: () => err,
+    stdout: () => out,
     exited,
   };
 }
