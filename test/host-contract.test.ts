@@ -9,7 +9,7 @@ import { ctx, manager } from './helpers/runtime.js';
 import { entryList, keyRange } from './helpers/canonical.js';
 import { lmdbStore } from './helpers/kv.js';
 import { isPlughostError } from '../src/errors.js';
-import { HOST_FUNCTIONS, PLUGIN_EXPORTS } from '../src/component/host-contract.js';
+import { HOST_FUNCTIONS, HOST_TYPES, PLUGIN_EXPORTS } from '../src/component/host-contract.js';
 import { prepareGlue } from '../src/component/load.js';
 
 test('the host-function table is wit/plugin.wit\'s host interface, name for name and type for type', (t) => {
@@ -17,6 +17,16 @@ test('the host-function table is wit/plugin.wit\'s host interface, name for name
   const host = /^interface host \{([\s\S]*?)^\}/m.exec(wit)![1]!;
   const defined = Object.fromEntries([...host.matchAll(/^\s+([a-z-]+): (func\(.*\).*);$/gm)].map((m) => [m[1], m[2]]));
   t.deepEqual(Object.fromEntries(Object.entries(HOST_FUNCTIONS).map(([name, f]) => [name, f.wit])), defined);
+});
+
+test('the host types table is wit/plugin.wit\'s types interface, written out', (t) => {
+  const wit = readFileSync(new URL('../wit/plugin.wit', import.meta.url), 'utf8');
+  const types = /^interface types \{([\s\S]*?)^\}/m.exec(wit)![1]!;
+  const defined = Object.fromEntries([
+    ...[...types.matchAll(/^\s+type ([a-z-]+) = (.*);$/gm)].map((m) => [m[1], m[2]]),
+    ...[...types.matchAll(/^\s+(record|enum) ([a-z-]+) (\{.*\})$/gm)].map((m) => [m[2], `${m[1]} ${m[3]}`]),
+  ]);
+  t.deepEqual({ ...HOST_TYPES }, defined);
 });
 
 test('the plugin world\'s exports table is wit/plugin.wit\'s world plugin, name for name and type for type', (t) => {
@@ -49,6 +59,22 @@ test('a component importing a host function the WIT does not define, one with an
   t.true(isPlughostError(v2, 'INVALID_MODULE'), String(v2));
   t.regex(v2!.message, /component imports "plughost:plugin\/types@0\.2\.0", "plughost:plugin\/host@0\.2\.0"; plugins may import only plughost:plugin\/host@0\.1\.0/);
   t.is(m.stats().runtimes, 0, 'nothing was loaded');
+});
+
+test('a host function imported with a type that lowers like its own (list<u8> for string) is refused at load, naming it and wit/plugin.wit\'s type', async (t) => {
+  const m = await manager(t);
+  // kv-get(key: list<u8>) and log(level, message: list<u8>): core types (i32, i32, i32) -> () both, as wit/plugin.wit's
+  const both = await t.throwsAsync(m.load(await fixture('alike-import')));
+  t.true(isPlughostError(both, 'INVALID_MODULE'), String(both));
+  t.is(both!.message, 'component imports plughost:plugin/host@0.1.0 "kv-get" as func(key: list<u8>) -> result<option<list<u8>>, string>, but wit/plugin.wit says kv-get: func(key: string) -> result<option<value>, string>');
+  const log = await t.throwsAsync(m.load(await buildFixture('alike-import', (w) => w.replace(/^ *\(import "plughost:plugin\/host@0\.1\.0" "kv-get".*\n/m, ''))));
+  t.true(isPlughostError(log, 'INVALID_MODULE'), String(log));
+  t.is(log!.message, 'component imports plughost:plugin/host@0.1.0 "log" as func(level: enum { trace, debug, info, warn, error }, message: list<u8>), but wit/plugin.wit says log: func(level: log-level, message: string)');
+  t.is(m.stats().runtimes, 0, 'nothing was loaded');
+  // every host function imported as wit/plugin.wit has it is read back as its own type
+  const imports = Object.entries(HOST_FUNCTIONS).map(([name, f]) => `(import "plughost:plugin/host@0.1.0" "${name}" (func (param ${'i32 '.repeat(f.params).trim()})))`);
+  const all = await m.load(await buildFixture('echo', (w) => w.replace('(module', `(module\n  ${imports.join('\n  ')}`)));
+  t.deepEqual([...all.component.hostImports].sort(), Object.keys(HOST_FUNCTIONS).sort());
 });
 
 test('the glue jco makes prints nothing to stderr itself (its raw "ERROR:" lines are taken out; the errors still throw)', (t) => {

@@ -32,6 +32,24 @@ export const HOST_FUNCTIONS: Readonly<Record<string, HostFunction>> = {
 };
 
 /**
+ * The types of wit/plugin.wit's `types` interface that host functions use, written out: the
+ * component model compares types by their structure (a component's binary has no names for
+ * them), so a host function's type is checked with these in place of their names.
+ */
+export const HOST_TYPES: Readonly<Record<string, string>> = {
+  value: 'list<u8>',
+  'key-range': 'record { start: option<string>, end: option<string>, limit: option<u32>, reverse: bool }',
+  'log-level': 'enum { trace, debug, info, warn, error }',
+};
+
+const TYPE_NAMES = new RegExp(`\\b(${Object.keys(HOST_TYPES).join('|')})\\b(?!:)`, 'g');
+
+/** A WIT type with HOST_TYPES' names written out (a name followed by `:` is a parameter's, and stays). */
+export function writtenOut(wit: string): string {
+  return wit.replace(TYPE_NAMES, (name) => HOST_TYPES[name]!);
+}
+
+/**
  * The exports of world `plughost:plugin/plugin` (all but `invoke` optional), with their WIT
  * types as jco's componentWit prints them (`value` is `list<u8>`).
  */

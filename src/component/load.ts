@@ -7,7 +7,8 @@ import { createHash } from 'node:crypto';
 import { PlughostError, messageOf } from '../errors.js';
 import { JcoError, transpiler } from './transpiler.js';
 import { WASM_PAGE, binaryKind, capCoreMemory, funcImports } from './wasm-binary.js';
-import { HOST_FUNCTIONS, HOST_INTERFACE, PLUGIN_EXPORTS, coreType } from './host-contract.js';
+import { importedFunctions } from './component-types.js';
+import { HOST_FUNCTIONS, HOST_INTERFACE, PLUGIN_EXPORTS, coreType, writtenOut } from './host-contract.js';
 import { LIFT_GUARDS } from './lift-budget.js';
 
 export { closeTranspiler, transpilerStats } from './transpiler.js';
@@ -41,8 +42,8 @@ export function hashOf(bytes: Uint8Array): string {
 
 const INVOKE_SIGNATURE = /^\s*export invoke: func\(name: option<string>, args: (?:value|list<u8>)\) -> result<(?:value|list<u8>), string>;$/m;
 
-/** Refuses components whose world is not (a subset of) `plughost:plugin/plugin`. */
-async function checkWorld(bytes: Uint8Array): Promise<void> {
+/** Refuses components whose world is not (a subset of) `plughost:plugin/plugin`; returns what it imports. */
+async function checkWorld(bytes: Uint8Array): Promise<string[]> {
   let wit: string;
   try {
     wit = await transpiler().wit(bytes);
@@ -50,7 +51,8 @@ async function checkWorld(bytes: Uint8Array): Promise<void> {
     throw refused(e);
   }
   // every one, so a wrong version of host is named as such (not only the types it brings along)
-  const foreign = [...wit.matchAll(/^\s*import ([^;]+);$/gm)].map((m) => m[1]!.trim()).filter((name) => !ALLOWED_IMPORTS.has(name));
+  const imports = [...wit.matchAll(/^\s*import ([^;]+);$/gm)].map((m) => m[1]!.trim());
+  const foreign = imports.filter((name) => !ALLOWED_IMPORTS.has(name));
   if (foreign.length > 0) {
     throw new PlughostError('INVALID_MODULE', `component imports ${foreign.map((n) => `"${n}"`).join(', ')}; plugins may import only ${HOST_INTERFACE} (and its ${[...ALLOWED_IMPORTS].filter((n) => n !== HOST_INTERFACE).join(', ')})`);
   }
@@ -72,7 +74,11 @@ async function checkWorld(bytes: Uint8Array): Promise<void> {
       throw new PlughostError('INVALID_MODULE', `component exports ${name}: ${type}, but wit/plugin.wit says ${name}: ${expected}`);
     }
   }
+  return imports;
 }
+
+const undefinedHostFunction = (name: string) =>
+  new PlughostError('INVALID_MODULE', `component imports "${name}" from ${HOST_INTERFACE}, which wit/plugin.wit does not define (it defines ${Object.keys(HOST_FUNCTIONS).join(', ')})`);
 
 /**
  * Each host function a core module imports must be one wit/plugin.wit defines, with the
@@ -81,13 +87,28 @@ async function checkWorld(bytes: Uint8Array): Promise<void> {
 function checkHostImports(core: Uint8Array, file: string): void {
   for (const [name, type] of funcImports(core, HOST_INTERFACE)) {
     const expected = HOST_FUNCTIONS[name];
-    if (!expected) {
-      throw new PlughostError('INVALID_MODULE', `component imports "${name}" from ${HOST_INTERFACE}, which wit/plugin.wit does not define (it defines ${Object.keys(HOST_FUNCTIONS).join(', ')})`);
-    }
+    if (!expected) throw undefinedHostFunction(name);
     const want = coreType(Array.from({ length: expected.params }, () => 'i32'), []);
     const got = type ? coreType(type.params, type.results) : 'a type plughost cannot read';
     if (got !== want) {
       throw new PlughostError('INVALID_MODULE', `component imports ${HOST_INTERFACE} "${name}" with another type than wit/plugin.wit's ${name}: ${expected.wit} (core module ${file} has ${got}, the WIT lowers to ${want})`);
+    }
+  }
+}
+
+/**
+ * Each host function the component imports, with the WIT type wit/plugin.wit gives it, read
+ * from the component's own types: those that lower alike in a core module (`string` and
+ * `list<u8>` are both two i32) are told apart here.
+ */
+function checkHostImportTypes(bytes: Uint8Array): void {
+  const imported = importedFunctions(bytes, HOST_INTERFACE);
+  if ('unreadable' in imported) throw new PlughostError('INVALID_MODULE', `component imports ${HOST_INTERFACE}, but plughost cannot read the types of its functions: ${imported.unreadable}`);
+  for (const [name, type] of imported.functions) {
+    const expected = HOST_FUNCTIONS[name];
+    if (!expected) throw undefinedHostFunction(name);
+    if (type !== writtenOut(expected.wit)) {
+      throw new PlughostError('INVALID_MODULE', `component imports ${HOST_INTERFACE} "${name}" as ${type}, but wit/plugin.wit says ${name}: ${expected.wit}`);
     }
   }
 }
@@ -162,7 +183,7 @@ export async function compileComponent(bytes: Uint8Array, options: { maxMemoryBy
   if (kind === 'core-module') {
     throw new PlughostError('INVALID_MODULE', 'a core WebAssembly module, not a component; wrap it with `wasm-tools component new` (or jco) against wit/plugin.wit');
   }
-  await checkWorld(bytes);
+  const imports = await checkWorld(bytes);
   const t0 = performance.now();
   let files: Record<string, Uint8Array>;
   let exported: [string, string][];
@@ -197,6 +218,7 @@ export async function compileComponent(bytes: Uint8Array, options: { maxMemoryBy
     for (const i of WebAssembly.Module.imports(m)) if (i.module === HOST_INTERFACE) hostImports.add(i.name);
   }
   for (const [file, content] of Object.entries(files)) if (file.endsWith('.wasm')) checkHostImports(content, file.split('/').pop()!);
+  if (imports.includes(HOST_INTERFACE)) checkHostImportTypes(bytes);
   return {
     hash: hashOf(bytes),
     sizeBytes: bytes.length,

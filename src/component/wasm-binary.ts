@@ -15,7 +15,7 @@ export function binaryKind(bytes: Uint8Array): BinaryKind {
   return 'not-wasm';
 }
 
-function readU32(buf: Uint8Array, pos: number): [number, number] {
+export function readU32(buf: Uint8Array, pos: number): [number, number] {
   let result = 0;
   let shift = 0;
   for (;;) {
@@ -39,7 +39,7 @@ function writeU32(n: number): number[] {
   return out;
 }
 
-function readName(buf: Uint8Array, pos: number): [string, number] {
+export function readName(buf: Uint8Array, pos: number): [string, number] {
   const [len, p] = readU32(buf, pos);
   return [Buffer.from(buf.subarray(p, p + len)).toString('utf8'), p + len];
 }
