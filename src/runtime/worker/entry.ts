@@ -10,11 +10,12 @@ import { scopeKeys, type ScopeKeys } from '../../kv/keys.js';
 import { KvOpError } from '../../kv/kv-error.js';
 import { LmdbReader, openLmdbEnv } from '../../kv/lmdb-env.js';
 import { OverlayReader } from '../../kv/layer.js';
+import { mapKey } from '../../kv/keys.js';
 import { KV_OPS, KvTxn } from '../../kv/txn.js';
 import type { KvAccess, KvLimits } from '../../kv/types.js';
 import type { ControlMessage, WorkerInit } from '../protocol.js';
 import { Ring } from '../shared/ring.js';
-import { EXPORTS, FLAG, REQ, RFLAG, STATUS, STATUS_LAYOUT, readRequest, writeReply, writeReplyOnPort, type CallRecord, type ReplyRecord } from '../shared/wire.js';
+import { EXPORTS, FLAG, REQ, RFLAG, STATUS, STATUS_LAYOUT, readRequest, writeReply, writeReplyOnPort, type CallRecord, type ReplyRecord, type RowResult } from '../shared/wire.js';
 import { createBridge } from './bridge.js';
 import { classifyFailure } from './classify.js';
 
@@ -63,6 +64,8 @@ const SPIN_MAX_US = init.spinUs;
 const SLICE_MS = 5;
 /** Longest an idle worker blocks before its event loop gets a turn. */
 const IDLE_WAIT_MS = 50;
+/** A call with rows sends the results it has after this long (a timeout then loses none of them). */
+const ROWS_FLUSH_MS = 2;
 let stopping = false;
 /** Seq of the call running now. */
 let runningSeq = 0;
@@ -192,6 +195,7 @@ function runCall(call: CallRecord): ReplyRecord {
     let c = controllers.get(call.controllerId);
     if (call.flags & FLAG.CREATE) {
       out.flags |= RFLAG.STARTING;
+      Atomics.store(status, STATUS_LAYOUT.row, -1);
       const module = modules.get(call.moduleId);
       try {
         c = instantiate(call.moduleId);
@@ -223,6 +227,12 @@ function runCall(call: CallRecord): ReplyRecord {
       }
       slot.callId = call.callId;
       const fn = EXPORTS[call.fn];
+      if (call.rows) {
+        if (fn === 'invokeBatch') runBatchEntry(call, c, out);
+        else runRows(call, c, out);
+        if (out.status !== STATUS.OK && out.status !== STATUS.EXPIRED) controllers.delete(call.controllerId);
+        return out;
+      }
       if (fn === 'describe') out.value = describe(c);
       else if (fn === 'invoke') out.value = c.exports.invoke?.(call.name, call.args);
       else {
@@ -251,6 +261,93 @@ function runCall(call: CallRecord): ReplyRecord {
   } finally {
     out.ms = now() - t0;
   }
+}
+
+/**
+ * Runs `invoke` once per row, back to back on this controller, each row in its own KV
+ * transaction (a writer's next row reads through the rows before it, whose writes are not
+ * in LMDB yet). Each row has the call's time limit: the row's start is published for the
+ * watchdog. Results go back every ROWS_FLUSH_MS, so a row that is stopped loses none of
+ * the rows before it. Stops at a trap (the controller is gone), at the deadline, or when
+ * the main thread cancels the rest.
+ */
+function runRows(call: CallRecord, c: LiveController, out: ReplyRecord): void {
+  const rows = call.rows!;
+  const slot = c.slot;
+  const base = slot.txn;
+  slot.txn = undefined;
+  // the transaction runCall made tells how this call reads KV; each row gets its own
+  const reader = base && base.access === 'write' ? new OverlayReader(base.reader, []) : base?.reader;
+  let results: RowResult[] = [];
+  let flushedAt = now();
+  out.rows = results;
+  for (let i = 0; i < rows.length; i++) {
+    const t = now();
+    if (i > 0) runningSince[STATUS_LAYOUT.since] = t;
+    Atomics.store(status, STATUS_LAYOUT.row, i);
+    if (t > call.deadlineAt || Atomics.load(status, STATUS_LAYOUT.cancelled) >= call.seq) {
+      out.status = STATUS.EXPIRED;
+      out.value = t > call.deadlineAt ? 'the deadline passed before the row could start' : 'cancelled';
+      break;
+    }
+    const txn = base && reader ? new KvTxn(reader, base.scope, base.access, base.limits) : undefined;
+    slot.txn = txn;
+    try {
+      const value = c.exports.invoke?.(call.name, rows[i]) as Uint8Array;
+      const commit = txn?.commitRecord();
+      // the next rows read through this one's writes, which only the main thread commits
+      if (commit && reader instanceof OverlayReader) for (const [k, v] of commit.writes) reader.layer.set(mapKey(k), v);
+      results.push({ status: STATUS.OK, value, commit });
+    } catch (e) {
+      const f = failureStatus(e, c, c.module.maxMemoryBytes);
+      results.push({ status: f.status, value: f.message });
+      if (f.status !== STATUS.GUEST_ERROR) {
+        out.status = f.status;
+        out.value = f.message;
+        break;
+      }
+    } finally {
+      if (txn?.didRead) out.flags |= RFLAG.KV_READ;
+      slot.txn = undefined;
+    }
+    if (i + 1 < rows.length && now() - flushedAt > ROWS_FLUSH_MS) {
+      reply({ seq: call.seq, status: STATUS.ROWS, flags: 0, ms: 0, memoryBytes: 0, value: undefined, commit: undefined, rows: results });
+      out.rows = results = [];
+      flushedAt = now();
+    }
+  }
+  out.memoryBytes = memoryBytes(c);
+}
+
+/**
+ * Runs the guest's `invoke-batch` once for all rows, in one KV transaction. Its answer
+ * must have one result per row; any other count is a trap for every row.
+ */
+function runBatchEntry(call: CallRecord, c: LiveController, out: ReplyRecord): void {
+  const rows = call.rows!;
+  Atomics.store(status, STATUS_LAYOUT.row, 0);
+  try {
+    const list = c.exports.invokeBatch!(call.name, rows) as unknown;
+    if (!Array.isArray(list) || list.length !== rows.length) {
+      throw new WebAssembly.RuntimeError(`invoke-batch returned ${Array.isArray(list) ? list.length : 'no list of'} results for ${rows.length} rows; it must return one per row`);
+    }
+    out.rows = list.map((r: { tag: string; val: unknown }) =>
+      r.tag === 'ok' ? { status: STATUS.OK, value: r.val as Uint8Array } : { status: STATUS.GUEST_ERROR, value: String(r.val) },
+    );
+    const txn = c.slot.txn;
+    if (txn) {
+      if (txn.didRead) out.flags |= RFLAG.KV_READ;
+      out.commit = txn.commitRecord();
+    }
+  } catch (e) {
+    const f = failureStatus(e, c, c.module.maxMemoryBytes);
+    // its own err(...) is not a shape invoke-batch can answer with: a trap like any other
+    out.status = f.status === STATUS.GUEST_ERROR ? STATUS.TRAP : f.status;
+    out.value = f.status === STATUS.GUEST_ERROR ? `invoke-batch threw ${f.message}` : f.message;
+    out.rows = rows.map(() => ({ status: out.status, value: String(out.value) }));
+    if (c.slot.txn?.didRead) out.flags |= RFLAG.KV_READ;
+  }
+  out.memoryBytes = memoryBytes(c);
 }
 
 function onControl(m: ControlMessage): void {
