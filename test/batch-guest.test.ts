@@ -89,3 +89,10 @@ test('Runtime.invokeBatch of batch-count: every row echoed (per-row invoke) or e
   const trapped = rows.map(() => ({ failure: 'TRAP' }));
   t.true(JSON.stringify(outcomes) === JSON.stringify(echoed) || JSON.stringify(outcomes) === JSON.stringify(trapped), JSON.stringify(outcomes));
 });
+
+test('Runtime.invokeBatch: a "spin" row runs past its time limit and fails alone with TIMEOUT', async (t) => {
+  const m = await manager(t, { limits: { maxExecutionMs: 1000 } });
+  const echo = await m.load(await fixture('batch-echo'));
+  const outcomes = await echo.invokeBatch(ctx(), undefined, [enc('a'), enc('spin'), enc('b')]);
+  t.deepEqual(outcomes.map(shape), [{ value: [...enc('a')] }, { failure: 'TIMEOUT' }, { value: [...enc('b')] }]);
+});
