@@ -14,7 +14,7 @@ export interface InThreadGuest {
 }
 
 /** `host`: the `plughost:plugin/host` imports by jco name (`kvGet`...), for a guest that imports any. */
-export async function inThreadGuest(bytes: Uint8Array, host: Record<string, (...args: never[]) => unknown> = {}): Promise<InThreadGuest> {
+export async function inThreadGuest(bytes: Uint8Array, host: object = {}): Promise<InThreadGuest> {
   const compiled = await compileComponent(bytes, { maxMemoryBytes: 16 << 20 });
   const glue = new Function(compiled.glue)() as { instantiate: Function };
   return glue.instantiate((n: string) => compiled.coreModules[n], { 'plughost:plugin/host': host }) as InThreadGuest;
