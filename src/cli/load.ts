@@ -1,5 +1,6 @@
 // A bounded load against a plughost (or any server of PluginService): unary calls kept
-// `concurrency` in flight, or one Stream keeping `concurrency` items outstanding. Used by
+// `concurrency` in flight, or one Stream keeping `concurrency` items (or rows, sent in
+// batches of `batch`) outstanding. Used by
 // `plughost bench` and by the benchmarks' load process. grpc-js client, one channel per run.
 // A call counts in `ops` only if it answered a value (and, with `expect`, the expected
 // one); every other outcome (a failed call, a guest error, a wrong value, a stream item
@@ -22,8 +23,10 @@ export interface LoadJob {
   address: string;
   token: string;
   mode: 'unary' | 'stream';
-  /** Calls in flight (unary) or items outstanding on one stream. */
+  /** Calls in flight (unary) or items (rows, with `batch`) outstanding on one stream. */
   concurrency: number;
+  /** Stream: send rows in batches of this many, one StreamBatch message each (absent: one item per row). */
+  batch?: number;
   seconds: number;
   bytes: number;
   module: string;
@@ -36,12 +39,12 @@ export interface LoadJob {
 }
 
 export interface LoadResult {
-  /** Calls (or stream items) that answered the expected value. */
+  /** Calls (or stream items, or rows) that answered the expected value. */
   ops: number;
   seconds: number;
   /** ops / seconds: calls that did not answer rightly are not in it. */
   opsPerSec: number;
-  /** Latencies of the calls in `ops`. */
+  /** Latencies of the calls in `ops` (with `batch`: of whole batches). */
   p50Us: number;
   p99Us: number;
   /** Calls or items that failed, answered a guest error or a wrong value, or were never answered. */
@@ -127,19 +130,22 @@ async function unary(client: PluginClient, md: Metadata, job: LoadJob, args: Uin
 
 /** One bidi stream keeping `concurrency` items outstanding; the server's window is the same. */
 function stream(client: PluginClient, md: Metadata, job: LoadJob, args: Uint8Array, latencies: number[]): Promise<Counts> {
-  const call = client.stream(md);
-  const check = checker(job, args);
-  const sentAt = new Map<bigint, number>();
+  return job.batch ? batches(client, md, job, args, latencies) : items(client, md, job, args, latencies);
+}
+
+/**
+ * Runs a stream until its load is over: `send` keeps it full, `answer` counts a response.
+ * Whatever is still outstanding when the stream ends or fails was never answered.
+ */
+function driveStream(
+  call: ClientDuplexStream<StreamRequest, StreamResponse>,
+  job: LoadJob,
+  c: Counts,
+  outstanding: () => number,
+  hooks: { fill(stop: boolean): void; answer(r: StreamResponse): void; forget(): void },
+): Promise<Counts> {
   const end = performance.now() + job.seconds * 1000;
-  let next = 0n;
   let stop = false;
-  const c: Counts = { ops: 0, errors: 0 };
-  const fill = () => {
-    while (!stop && sentAt.size < job.concurrency) {
-      sentAt.set(next, performance.now());
-      if (!call.write(create(StreamRequestSchema, { kind: { case: 'item', value: { id: next++, args } } }))) break;
-    }
-  };
   return new Promise((resolve) => {
     let settled = false;
     // a server that stops answering: cancel, and the outstanding items count as errors
@@ -147,18 +153,86 @@ function stream(client: PluginClient, md: Metadata, job: LoadJob, args: Uint8Arr
       countError(c, `stream: no end ${GRACE_MS} ms past the load's end`, 0);
       call.cancel();
     }, job.seconds * 1000 + GRACE_MS);
-    /** The stream is over: whatever is still outstanding was never answered. */
     const settle = (why: string | undefined) => {
       if (settled) return;
       settled = true;
       stop = true;
       clearTimeout(watchdog);
-      if (why !== undefined) countError(c, why, Math.max(1, sentAt.size));
-      else if (sentAt.size > 0) countError(c, `stream ended with ${sentAt.size} items unanswered`, sentAt.size);
-      sentAt.clear();
+      const n = outstanding();
+      if (why !== undefined) countError(c, why, Math.max(1, n));
+      else if (n > 0) countError(c, `stream ended with ${n} ${job.batch ? 'rows' : 'items'} unanswered`, n);
+      hooks.forget();
       resolve(c);
     };
     call.on('data', (r: StreamResponse) => {
+      hooks.answer(r);
+      if (!stop && performance.now() >= end) {
+        stop = true;
+        call.end();
+      }
+      hooks.fill(stop);
+    });
+    call.on('drain', () => hooks.fill(stop));
+    call.on('end', () => settle(undefined));
+    call.on('error', (e: Error) => settle(`stream failed: ${e.message}`));
+    call.write(create(StreamRequestSchema, { kind: { case: 'options', value: { module: job.module, function: job.function, window: job.concurrency } } }));
+    hooks.fill(stop);
+  });
+}
+
+/** Rows in batches of `job.batch`, `concurrency` rows outstanding (the window). */
+function batches(client: PluginClient, md: Metadata, job: LoadJob, args: Uint8Array, latencies: number[]): Promise<Counts> {
+  const call = client.stream(md);
+  const check = checker(job, args);
+  const size = job.batch!;
+  const rows = Array.from({ length: size }, () => args);
+  const sentAt = new Map<bigint, number>();
+  let next = 0n;
+  const c: Counts = { ops: 0, errors: 0 };
+  const outstanding = () => sentAt.size * size;
+  return driveStream(call, job, c, outstanding, {
+    fill(stop) {
+      // at least one batch in flight, however small the window
+      while (!stop && (sentAt.size === 0 || outstanding() + size <= job.concurrency)) {
+        sentAt.set(next, performance.now());
+        const ok = call.write(create(StreamRequestSchema, { kind: { case: 'batch', value: { firstId: next, rows } } }));
+        next += BigInt(size);
+        if (!ok) break;
+      }
+    },
+    answer(r) {
+      const t = sentAt.get(r.id);
+      sentAt.delete(r.id);
+      if (t === undefined) return countError(c, `stream: an answer for batch ${r.id}, which is not outstanding`, size);
+      const outcomes = r.batch?.outcomes ?? [];
+      if (r.batch?.failure) return countError(c, `batch refused: ${r.batch.failure.message}`, size);
+      if (outcomes.length !== size) return countError(c, `a batch of ${size} rows answered ${outcomes.length} outcomes`, size);
+      latencies.push((performance.now() - t) * 1000);
+      for (const o of outcomes) {
+        const wrong = check(o.result);
+        if (wrong === undefined) c.ops++;
+        else countError(c, wrong);
+      }
+    },
+    forget: () => sentAt.clear(),
+  });
+}
+
+/** One item per row, `concurrency` items outstanding. */
+function items(client: PluginClient, md: Metadata, job: LoadJob, args: Uint8Array, latencies: number[]): Promise<Counts> {
+  const call = client.stream(md);
+  const check = checker(job, args);
+  const sentAt = new Map<bigint, number>();
+  let next = 0n;
+  const c: Counts = { ops: 0, errors: 0 };
+  return driveStream(call, job, c, () => sentAt.size, {
+    fill(stop) {
+      while (!stop && sentAt.size < job.concurrency) {
+        sentAt.set(next, performance.now());
+        if (!call.write(create(StreamRequestSchema, { kind: { case: 'item', value: { id: next++, args } } }))) break;
+      }
+    },
+    answer(r) {
       const t = sentAt.get(r.id);
       sentAt.delete(r.id);
       const wrong = t === undefined ? `stream: an answer for item ${r.id}, which is not outstanding` : check(r.outcome?.result);
@@ -166,17 +240,8 @@ function stream(client: PluginClient, md: Metadata, job: LoadJob, args: Uint8Arr
         latencies.push((performance.now() - t!) * 1000);
         c.ops++;
       } else countError(c, wrong);
-      if (!stop && performance.now() >= end) {
-        stop = true;
-        call.end();
-      }
-      fill();
-    });
-    call.on('drain', fill);
-    call.on('end', () => settle(undefined));
-    call.on('error', (e: Error) => settle(`stream failed: ${e.message}`));
-    call.write(create(StreamRequestSchema, { kind: { case: 'options', value: { module: job.module, function: job.function, window: Math.min(job.concurrency, 1024) } } }));
-    fill();
+    },
+    forget: () => sentAt.clear(),
   });
 }
 

@@ -1,8 +1,11 @@
 // A batch: many rows of one function, one outcome per row, in row order. Rows go to a
 // worker in hand-offs (runRows in call.ts) and run back to back on one controller; a row
 // that traps or runs past its limit costs its controller, and the rows after it go on in
-// a new hand-off. A large batch that cannot write KV is split across workers, so one
-// batch uses every core; a writing batch stays in one piece, its rows committed in order.
+// a new hand-off. With the guest's invoke-batch, one entry takes a hand-off's rows; an
+// entry that traps or runs past its limit wrote nothing, and its rows go again one by one
+// (so only the guilty row fails). A large batch that cannot write KV is split across
+// workers, so one batch uses every core; a writing batch stays in one piece, its rows
+// committed in order.
 import { PlughostError, isPlughostError, messageOf } from '../errors.js';
 import { ROW_ENVELOPE_BYTES, runCall, runRows, type CallServices, type RowOutcome } from './call.js';
 import type { InvocationContext } from './context.js';
@@ -60,6 +63,11 @@ async function runPart(rt: Runtime, services: CallServices, ctx: InvocationConte
       const failure = isPlughostError(e) ? e : new PlughostError('INTERNAL', messageOf(e), { cause: e });
       for (const i of sent) part.out[i] = { ok: false, failure };
       return;
+    }
+    if (r.entryFailed) {
+      // which row did it? each runs on its own from here, and only that one fails
+      part.entry = false;
+      continue;
     }
     r.done.forEach((o, j) => {
       part.out[sent[j]!] = o;

@@ -74,6 +74,11 @@ export interface RowsOutcome {
   failed?: { index: number; error: PlughostError };
   /** Why the rows after `done` must not be tried again (deadline, cancelled, a controller that cannot start). */
   rest?: PlughostError;
+  /**
+   * The one invoke-batch entry trapped, ran out of memory or ran past its limit: it wrote
+   * nothing and says nothing of which row did it, so its rows go again one by one.
+   */
+  entryFailed?: PlughostError;
 }
 
 /**
@@ -376,6 +381,9 @@ class Call {
     });
     if (anyCommitted) this.services.committed((performance.now() - t0) / 1000);
     if (store && reply.flags & RFLAG.KV_READ) await store.readBarrier();
+    if (job.entry && !(reply.flags & RFLAG.BAD_COUNT) && (stopped || reply.status === STATUS.TRAP || reply.status === STATUS.MEMORY)) {
+      return { done: [], entryFailed: stopped?.error ?? new PlughostError(reply.status === STATUS.MEMORY ? 'MEMORY_LIMIT' : 'TRAP', String(reply.value)) };
+    }
     const out: RowsOutcome = { done };
     if (stopped) {
       // stopped while its controller was starting, or in the one entry of invoke-batch: nothing to run again

@@ -32,8 +32,8 @@ export const STATUS = { OK: 0, GUEST_ERROR: 1, TRAP: 2, MEMORY: 3, INIT_FAILED: 
 export const STATUS_LAYOUT = { bytes: 32, running: 0, started: 1, since: 1, withdrawn: 4, row: 5, cancelled: 6 };
 /** Call flags. */
 export const FLAG = { CREATE: 1, INIT: 2, KV_LOCAL: 8, KV_READ: 16, KV_WRITE: 32 };
-/** Reply flags. */
-export const RFLAG = { KV_READ: 1, CREATED: 8, STARTING: 16 };
+/** Reply flags. BAD_COUNT: invoke-batch answered another number of results than rows. */
+export const RFLAG = { KV_READ: 1, CREATED: 8, STARTING: 16, BAD_COUNT: 32 };
 /** What a call runs: a plugin export by its jco name, or `describe` (every introspection export in one go). */
 export const EXPORTS = ['invoke', 'init', 'listFunctions', 'functionArgs', 'functionReturns', 'functionWriteable', 'functionComment', 'describe', 'invokeBatch'];
 const VALUE = { NONE: 0, BYTES: 1, JSON: 2, ROWS: 3 };

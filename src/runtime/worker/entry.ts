@@ -329,6 +329,7 @@ function runBatchEntry(call: CallRecord, c: LiveController, out: ReplyRecord): v
   try {
     const list = c.exports.invokeBatch!(call.name, rows) as unknown;
     if (!Array.isArray(list) || list.length !== rows.length) {
+      out.flags |= RFLAG.BAD_COUNT;
       throw new WebAssembly.RuntimeError(`invoke-batch returned ${Array.isArray(list) ? list.length : 'no list of'} results for ${rows.length} rows; it must return one per row`);
     }
     out.rows = list.map((r: { tag: string; val: unknown }) =>
