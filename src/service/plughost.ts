@@ -17,6 +17,7 @@ import { Metrics, serveMetrics } from './metrics.js';
 import { moduleService } from './module-service.js';
 import { pluginService } from './plugin-service.js';
 import { startServer, type RunningServer } from './server.js';
+import { encodeStreamResponse } from './stream-wire.js';
 import type { StreamSession } from './stream-session.js';
 
 export interface StartOptions {
@@ -75,7 +76,11 @@ export class Plughost {
         tls: config.tls,
         ...config.grpc,
         services: [
-          { desc: PluginService, impl: pluginService({ tokens, invoker, stream: { ...config.stream, maxResponseBytes: config.grpc.maxSendMessageBytes }, sessions, inflight }) },
+          {
+            desc: PluginService,
+            impl: pluginService({ tokens, invoker, stream: { ...config.stream, maxResponseBytes: config.grpc.maxSendMessageBytes }, sessions, inflight }),
+            responseSerializers: { stream: encodeStreamResponse },
+          },
           { desc: ModuleService, impl: moduleService({ tokens, registry, inflight, logger }) },
         ],
         files: [file_plughost_v1_plugin, file_plughost_v1_module],

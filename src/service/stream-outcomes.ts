@@ -5,6 +5,7 @@ import { CallFailureSchema, CallOutcomeSchema, type CallFailure, type CallOutcom
 import { PlughostError } from '../errors.js';
 import type { RowOutcome } from '../runtime/runtime.js';
 import { failureKindOf } from './status.js';
+import { fieldBytes, outcomeBytes } from './stream-wire.js';
 
 export function failureOf(e: unknown): CallFailure {
   return create(CallFailureSchema, failureKindOf(e));
@@ -25,20 +26,8 @@ const NOT_SENT = failureOutcome(
   new PlughostError('RESULT_TOO_LARGE', "not sent: the batch's results together are over grpc.maxSendMessageBytes (this row ran; send fewer rows per batch)"),
 );
 
-/** Bytes of a length-delimited field (tag, length, body). */
-const field = (len: number): number => 1 + varint(len) + len;
-const varint = (n: number): number => (n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : n < 0x10000000 ? 4 : 5);
-const text = (s: string): number => (s ? field(Buffer.byteLength(s)) : 0);
-
 /** Bytes one outcome takes in a StreamBatchResult (as an entry of `outcomes`). */
-function entryBytes(o: CallOutcome): number {
-  const r = o.result;
-  let body = 0;
-  if (r.case === 'value') body = field(r.value.length);
-  else if (r.case === 'guestError') body = field(Buffer.byteLength(r.value));
-  else if (r.case === 'failure') body = field((r.value.kind ? 1 + varint(r.value.kind) : 0) + text(r.value.message) + text(r.value.code));
-  return field(body);
-}
+const entryBytes = (o: CallOutcome): number => fieldBytes(outcomeBytes(o));
 
 /**
  * The most a StreamResponse carrying a batch result takes besides its outcomes: the id, a
