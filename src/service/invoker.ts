@@ -17,6 +17,8 @@ export interface CallRequest {
   deadline?: number;
   signal?: AbortSignal;
   requestId?: string;
+  /** Told the module's hash once it is resolved and the caller may invoke it (a Stream reports it with a failure too). */
+  onResolved?: (hash: string) => void;
 }
 
 export interface BatchRequest {
@@ -27,6 +29,7 @@ export interface BatchRequest {
   deadline?: number;
   signal?: AbortSignal;
   requestId?: string;
+  onResolved?: (hash: string) => void;
 }
 
 export interface InvokerObservers {
@@ -125,12 +128,13 @@ export class Invoker {
   }
 
   /** Resolves the module, checks the caller may invoke it and that it has the function. */
-  private async prepare(identity: Identity, req: Pick<CallRequest, 'module' | 'fn' | 'deadline' | 'signal'>, labels: { module: string; function: string }): Promise<{ runtime: Runtime; hash: string; name: string }> {
+  private async prepare(identity: Identity, req: Pick<CallRequest, 'module' | 'fn' | 'deadline' | 'signal' | 'onResolved'>, labels: { module: string; function: string }): Promise<{ runtime: Runtime; hash: string; name: string }> {
     const resolved = this.registry.resolve(req.module);
     labels.module = resolved.name;
     if (!identity.mayInvoke(resolved.name)) {
       throw new PlughostError('PERMISSION_DENIED', `${identity.subject} may not invoke ${resolved.name} (its token allows ${identity.grant.modules.join(', ') || 'no modules'})`);
     }
+    req.onResolved?.(resolved.hash);
     const runtime = await this.registry.runtime(resolved);
     if (runtime.component.exports.has('listFunctions')) {
       const functions = await runtime.describe({ deadline: req.deadline, signal: req.signal });
