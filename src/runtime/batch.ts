@@ -101,8 +101,10 @@ function holdToCap(out: RowOutcome[], max: number): void {
     const o = out[i]!;
     total += sizeOf(o);
     if (o.ok && total > max) {
-      total -= o.value.byteLength;
-      out[i] = { ok: false, failure: new PlughostError('RESULT_TOO_LARGE', `with this row's result (${o.value.byteLength} bytes) the batch's results are over the ${max} bytes a response may carry (grpc.maxSendMessageBytes, less room for the envelope)`) };
+      const failure = new PlughostError('RESULT_TOO_LARGE', `with this row's result (${o.value.byteLength} bytes) the batch's results are over the ${max} bytes a response may carry (grpc.maxSendMessageBytes, less room for the envelope)`);
+      out[i] = { ok: false, failure };
+      // a smaller result after it may still fit
+      total += sizeOf(out[i]!) - sizeOf(o);
     }
   }
 }

@@ -340,12 +340,15 @@ class Call {
       const r = results[i]!;
       if (r.status === STATUS.OK) {
         const value = r.value as Uint8Array;
-        total += value.byteLength + ROW_ENVELOPE_BYTES;
-        if (max !== undefined && total > max) {
+        if (max !== undefined && total + value.byteLength + ROW_ENVELOPE_BYTES > max) {
+          // a smaller result after it may still fit
           tooLarge = true;
-          done[i] = { ok: false, failure: new PlughostError('RESULT_TOO_LARGE', `with this row's result (${value.byteLength} bytes) the batch's results are over the ${max} bytes a response may carry (grpc.maxSendMessageBytes, less room for the envelope); nothing the row wrote was committed`) };
+          const failure = new PlughostError('RESULT_TOO_LARGE', `with this row's result (${value.byteLength} bytes) the batch's results are over the ${max} bytes a response may carry (grpc.maxSendMessageBytes, less room for the envelope); nothing the row wrote was committed`);
+          total += Buffer.byteLength(failure.message) + ROW_ENVELOPE_BYTES;
+          done[i] = { ok: false, failure };
           continue;
         }
+        total += value.byteLength + ROW_ENVELOPE_BYTES;
         if (r.commit && store) {
           const { visible, durable } = store.commit(scope, r.commit);
           commits.push(Promise.all([visible, durable]));
