@@ -6,11 +6,12 @@
 // one); every other outcome (a failed call, a guest error, a wrong value, a stream item
 // left unanswered when the stream failed or ended) counts in `errors` instead.
 import { Metadata, credentials, makeGenericClientConstructor, type Client, type ClientDuplexStream, type ClientUnaryCall } from '@grpc/grpc-js';
-import { create } from '@bufbuild/protobuf';
+import { create, toBinary } from '@bufbuild/protobuf';
 import { FailureKind, type CallOutcome } from '../../gen/plughost/v1/outcome_pb.js';
 import { InvokeRequestSchema, PluginService, StreamRequestSchema, type InvokeRequest, type InvokeResponse, type StreamRequest, type StreamResponse } from '../../gen/plughost/v1/plugin_pb.js';
 import { grpcServiceDefinition } from '../service/grpc-definition.js';
 import { percentile } from '../util/stats.js';
+import { batchRequestEncoder, readBatchAnswer } from './load-wire.js';
 
 /**
  * What a call must answer to count as done: `'echo'` = its args back, `{ hex }` = exactly
@@ -65,7 +66,13 @@ const GRACE_MS = 30_000;
 
 type Unary = (req: InvokeRequest, md: Metadata, cb: (e: Error | null, r?: InvokeResponse) => void) => ClientUnaryCall;
 type PluginClient = Client & { invoke: Unary; stream(md: Metadata): ClientDuplexStream<StreamRequest, StreamResponse> };
-const Ctor = makeGenericClientConstructor(grpcServiceDefinition(PluginService), 'PluginService');
+const definition = grpcServiceDefinition(PluginService);
+const Ctor = makeGenericClientConstructor(definition, 'PluginService');
+/** Stream only, its messages as bytes both ways (see load-wire.ts). */
+const RawCtor = makeGenericClientConstructor({ stream: { ...definition.stream!, requestSerialize: (b: Buffer) => b, responseDeserialize: (b: Buffer) => b } }, 'PluginServiceRaw');
+type RawStreamClient = Client & { stream(md: Metadata): ClientDuplexStream<Buffer, Buffer> };
+const CHANNEL_OPTIONS = { 'grpc.max_receive_message_length': 64 << 20 };
+const creds = (job: LoadJob) => (job.ca ? credentials.createSsl(Buffer.from(job.ca)) : credentials.createInsecure());
 
 const equalBytes = (a: Uint8Array, b: Uint8Array) => a.length === b.length && Buffer.compare(a, b) === 0;
 const hex = (b: Uint8Array, max = 16) => `${Buffer.from(b.subarray(0, max)).toString('hex')}${b.length > max ? '…' : ''} (${b.length} B)`;
@@ -128,21 +135,23 @@ async function unary(client: PluginClient, md: Metadata, job: LoadJob, args: Uin
   return c;
 }
 
-/** One bidi stream keeping `concurrency` items outstanding; the server's window is the same. */
+/** One bidi stream keeping `concurrency` items (or rows) outstanding; the server's window is the same. */
 function stream(client: PluginClient, md: Metadata, job: LoadJob, args: Uint8Array, latencies: number[]): Promise<Counts> {
-  return job.batch ? batches(client, md, job, args, latencies) : items(client, md, job, args, latencies);
+  if (!job.batch) return items(client, md, job, args, latencies);
+  const raw = new RawCtor(job.address, creds(job), CHANNEL_OPTIONS) as unknown as RawStreamClient;
+  return batches(raw, md, job, args, latencies).finally(() => raw.close());
 }
 
 /**
  * Runs a stream until its load is over: `send` keeps it full, `answer` counts a response.
  * Whatever is still outstanding when the stream ends or fails was never answered.
  */
-function driveStream(
-  call: ClientDuplexStream<StreamRequest, StreamResponse>,
+function driveStream<Req, Res>(
+  call: ClientDuplexStream<Req, Res>,
   job: LoadJob,
   c: Counts,
   outstanding: () => number,
-  hooks: { fill(stop: boolean): void; answer(r: StreamResponse): void; forget(): void },
+  hooks: { options: Req; fill(stop: boolean): void; answer(r: Res): void; forget(): void },
 ): Promise<Counts> {
   const end = performance.now() + job.seconds * 1000;
   let stop = false;
@@ -164,7 +173,7 @@ function driveStream(
       hooks.forget();
       resolve(c);
     };
-    call.on('data', (r: StreamResponse) => {
+    call.on('data', (r: Res) => {
       hooks.answer(r);
       if (!stop && performance.now() >= end) {
         stop = true;
@@ -175,41 +184,43 @@ function driveStream(
     call.on('drain', () => hooks.fill(stop));
     call.on('end', () => settle(undefined));
     call.on('error', (e: Error) => settle(`stream failed: ${e.message}`));
-    call.write(create(StreamRequestSchema, { kind: { case: 'options', value: { module: job.module, function: job.function, window: job.concurrency } } }));
+    call.write(hooks.options);
     hooks.fill(stop);
   });
 }
 
-/** Rows in batches of `job.batch`, `concurrency` rows outstanding (the window). */
-function batches(client: PluginClient, md: Metadata, job: LoadJob, args: Uint8Array, latencies: number[]): Promise<Counts> {
+/** Rows in batches of `job.batch`, `concurrency` rows outstanding (the window); messages by hand (load-wire.ts). */
+function batches(client: RawStreamClient, md: Metadata, job: LoadJob, args: Uint8Array, latencies: number[]): Promise<Counts> {
   const call = client.stream(md);
   const check = checker(job, args);
   const size = job.batch!;
-  const rows = Array.from({ length: size }, () => args);
+  const request = batchRequestEncoder(Array.from({ length: size }, () => args));
   const sentAt = new Map<bigint, number>();
   let next = 0n;
   const c: Counts = { ops: 0, errors: 0 };
   const outstanding = () => sentAt.size * size;
+  const options = create(StreamRequestSchema, { kind: { case: 'options', value: { module: job.module, function: job.function, window: job.concurrency } } });
   return driveStream(call, job, c, outstanding, {
+    options: Buffer.from(toBinary(StreamRequestSchema, options)),
     fill(stop) {
       // at least one batch in flight, however small the window
       while (!stop && (sentAt.size === 0 || outstanding() + size <= job.concurrency)) {
         sentAt.set(next, performance.now());
-        const ok = call.write(create(StreamRequestSchema, { kind: { case: 'batch', value: { firstId: next, rows } } }));
+        const ok = call.write(request(next));
         next += BigInt(size);
         if (!ok) break;
       }
     },
-    answer(r) {
+    answer(bytes) {
+      const r = readBatchAnswer(bytes);
       const t = sentAt.get(r.id);
       sentAt.delete(r.id);
       if (t === undefined) return countError(c, `stream: an answer for batch ${r.id}, which is not outstanding`, size);
-      const outcomes = r.batch?.outcomes ?? [];
-      if (r.batch?.failure) return countError(c, `batch refused: ${r.batch.failure.message}`, size);
-      if (outcomes.length !== size) return countError(c, `a batch of ${size} rows answered ${outcomes.length} outcomes`, size);
+      if (r.failure !== undefined) return countError(c, `batch refused: ${r.failure}`, size);
+      if (r.outcomes.length !== size) return countError(c, `a batch of ${size} rows answered ${r.outcomes.length} outcomes`, size);
       latencies.push((performance.now() - t) * 1000);
-      for (const o of outcomes) {
-        const wrong = check(o.result);
+      for (const o of r.outcomes) {
+        const wrong = check(o);
         if (wrong === undefined) c.ops++;
         else countError(c, wrong);
       }
@@ -226,6 +237,7 @@ function items(client: PluginClient, md: Metadata, job: LoadJob, args: Uint8Arra
   let next = 0n;
   const c: Counts = { ops: 0, errors: 0 };
   return driveStream(call, job, c, () => sentAt.size, {
+    options: create(StreamRequestSchema, { kind: { case: 'options', value: { module: job.module, function: job.function, window: job.concurrency } } }),
     fill(stop) {
       while (!stop && sentAt.size < job.concurrency) {
         sentAt.set(next, performance.now());
@@ -246,8 +258,7 @@ function items(client: PluginClient, md: Metadata, job: LoadJob, args: Uint8Arra
 }
 
 export async function runLoad(job: LoadJob): Promise<LoadResult> {
-  const creds = job.ca ? credentials.createSsl(Buffer.from(job.ca)) : credentials.createInsecure();
-  const client = new Ctor(job.address, creds, { 'grpc.max_receive_message_length': 64 << 20 }) as unknown as PluginClient;
+  const client = new Ctor(job.address, creds(job), CHANNEL_OPTIONS) as unknown as PluginClient;
   const md = new Metadata();
   md.set('authorization', `Bearer ${job.token}`);
   const args = loadArgs(job.bytes);
