@@ -30,6 +30,11 @@ export interface CompiledComponent {
   readonly exports: ReadonlySet<PluginExport>;
   /** The `host` functions the component imports, by their WIT names (`kv-get`, `log`...). */
   readonly hostImports: ReadonlySet<string>;
+  /**
+   * One core module that imports nothing and whose `invoke` the glue lifts straight from
+   * its export of that name: a worker may call it without jco's wrapper (direct-invoke.ts).
+   */
+  readonly directInvoke: boolean;
   readonly maxMemoryBytes: number;
   readonly timings: { transpileMs: number; compileMs: number };
 }
@@ -180,6 +185,8 @@ export async function compileComponent(bytes: Uint8Array, options: { maxMemoryBy
     for (const i of WebAssembly.Module.imports(m)) if (i.module === HOST_INTERFACE) hostImports.add(i.name);
   }
   for (const [file, content] of Object.entries(files)) if (file.endsWith('.wasm')) checkHostImports(content, file.split('/').pop()!);
+  const cores = Object.values(coreModules);
+  const directInvoke = cores.length === 1 && WebAssembly.Module.imports(cores[0]!).length === 0 && /^\s*exports0Invoke = exports0\.invoke;$/m.test(glueSource) && /^\s*memory0 = exports0\.memory;$/m.test(glueSource);
   return {
     hash: hashOf(bytes),
     sizeBytes: bytes.length,
@@ -187,6 +194,7 @@ export async function compileComponent(bytes: Uint8Array, options: { maxMemoryBy
     coreModules,
     exports,
     hostImports,
+    directInvoke,
     maxMemoryBytes: maxPages * WASM_PAGE,
     timings: { transpileMs: t1 - t0, compileMs: performance.now() - t1 },
   };

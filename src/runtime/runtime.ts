@@ -131,7 +131,7 @@ export class Runtime {
   /** What a worker needs before it can instantiate this module. */
   loadMessage(): Extract<ControlMessage, { t: 'load' }> {
     const c = this.component;
-    return { t: 'load', moduleId: this.moduleId, glue: c.glue, coreModules: c.coreModules, maxMemoryBytes: c.maxMemoryBytes, kvLimits: this.limits.kv };
+    return { t: 'load', moduleId: this.moduleId, glue: c.glue, coreModules: c.coreModules, maxMemoryBytes: c.maxMemoryBytes, kvLimits: this.limits.kv, directInvoke: c.directInvoke };
   }
 
   /** Checks out a controller, holding one permit until `release` (for tests and embedders that need to hold the pool). */

@@ -18,6 +18,7 @@ import { Ring } from '../shared/ring.js';
 import { EXPORTS, FLAG, REQ, RFLAG, STATUS, STATUS_LAYOUT, readRequest, writeReply, writeReplyOnPort, type CallRecord, type ReplyRecord, type RowResult } from '../shared/wire.js';
 import { createBridge } from './bridge.js';
 import { classifyFailure } from './classify.js';
+import { coreInvokeOf, directInvoke, type CoreInvoke } from './direct-invoke.js';
 
 type GuestExports = Record<string, (...a: unknown[]) => unknown>;
 /** jco's sync instantiation function, from a module's glue. */
@@ -31,6 +32,8 @@ interface LoadedModule {
   coreModules: Record<string, WebAssembly.Module>;
   maxMemoryBytes: number;
   kvLimits: KvLimits;
+  /** Its `invoke` may be called on the core instance (CompiledComponent.directInvoke). */
+  directInvoke: boolean;
   instantiate?: Instantiate;
 }
 /** A controller's context, swapped per call: its host imports read it at call time. */
@@ -43,6 +46,8 @@ interface LiveController {
   exports: GuestExports;
   memory?: WebAssembly.Memory | undefined;
   slot: Slot;
+  /** `invoke` without jco's wrapper, when the module allows it. */
+  core: CoreInvoke | undefined;
 }
 
 const init = workerData as WorkerInit;
@@ -80,6 +85,7 @@ function instantiate(moduleId: number): LiveController {
   module.instantiate ??= (new Function(module.glue)() as { instantiate: Instantiate }).instantiate;
   const slot: Slot = { callId: 0, txn: undefined };
   let memory: WebAssembly.Memory | undefined;
+  const instances: WebAssembly.Instance[] = [];
   const exports = module.instantiate(
     (name) => {
       const m = module.coreModules[name];
@@ -90,10 +96,12 @@ function instantiate(moduleId: number): LiveController {
     (m, imports) => {
       const instance = new WebAssembly.Instance(m, imports);
       if (instance.exports.memory instanceof WebAssembly.Memory) memory ??= instance.exports.memory;
+      instances.push(instance);
       return instance;
     },
   );
-  return { module, exports, memory, slot };
+  const core = module.directInvoke && instances.length === 1 ? coreInvokeOf(instances[0]!.exports) : undefined;
+  return { module, exports, memory, slot, core };
 }
 
 /**
@@ -239,7 +247,7 @@ function runCall(call: CallRecord): ReplyRecord {
         return out;
       }
       if (fn === 'describe') out.value = describe(c);
-      else if (fn === 'invoke') out.value = c.exports.invoke?.(call.name, call.args);
+      else if (fn === 'invoke') out.value = c.core ? directInvoke(c.core, call.name, call.args) : c.exports.invoke?.(call.name, call.args);
       else {
         const f = c.exports[fn as string];
         if (!f) throw new Error(`the module does not export ${fn}`);
@@ -297,7 +305,7 @@ function runRows(call: CallRecord, c: LiveController, out: ReplyRecord): void {
     const txn = base && reader ? new KvTxn(reader, base.scope, base.access, base.limits) : undefined;
     slot.txn = txn;
     try {
-      const value = c.exports.invoke?.(call.name, rows[i]) as Uint8Array;
+      const value = (c.core ? directInvoke(c.core, call.name, rows[i]!) : c.exports.invoke?.(call.name, rows[i])) as Uint8Array;
       const commit = txn?.commitRecord();
       // the next rows read through this one's writes, which only the main thread commits
       if (commit && reader instanceof OverlayReader) for (const [k, v] of commit.writes) reader.layer.set(mapKey(k), v);
@@ -358,7 +366,7 @@ function runBatchEntry(call: CallRecord, c: LiveController, out: ReplyRecord): v
 function onControl(m: ControlMessage): void {
   switch (m.t) {
     case 'load':
-      modules.set(m.moduleId, { glue: m.glue, coreModules: m.coreModules, maxMemoryBytes: m.maxMemoryBytes, kvLimits: m.kvLimits });
+      modules.set(m.moduleId, { glue: m.glue, coreModules: m.coreModules, maxMemoryBytes: m.maxMemoryBytes, kvLimits: m.kvLimits, directInvoke: m.directInvoke });
       return;
     case 'unload':
       modules.delete(m.moduleId);
