@@ -98,11 +98,12 @@ class Cursor {
   readonly bytes: Uint8Array;
   readonly view: DataView;
   constructor(
-    ring: Ring,
+    /** A ring's bytes, or a copy of a record's. */
+    over: Pick<Ring, 'bytes' | 'view'>,
     public at: number,
   ) {
-    this.bytes = ring.bytes;
-    this.view = ring.view;
+    this.bytes = over.bytes;
+    this.view = over.view;
   }
 }
 
@@ -171,8 +172,29 @@ class Reader extends Cursor {
     if (n < 0) return null;
     const view = this.bytes.subarray(this.at, this.at + n);
     this.at += n;
-    return copy ? view.slice() : view;
+    return copy ? copyOut(view) : view;
   }
+}
+
+/** Copies of small values share 64 KiB chunks: an ArrayBuffer each cost more than the copy (a row's result, a KV key). */
+const CHUNK = 64 * 1024;
+const SMALL = 1024;
+let chunk = new Uint8Array(CHUNK);
+let chunkAt = 0;
+
+/** A copy of `view` that outlives its record. */
+function copyOut(view: Uint8Array): Uint8Array {
+  const n = view.byteLength;
+  if (n > SMALL) return view.slice();
+  if (chunkAt + n > CHUNK) {
+    chunk = new Uint8Array(CHUNK);
+    chunkAt = 0;
+  }
+  const out = chunk.subarray(chunkAt, chunkAt + n);
+  out.set(view);
+  // keep each copy 8-byte aligned, as a fresh buffer's would be
+  chunkAt += (n + 7) & ~7;
+  return out;
 }
 
 /** Bytes writeEntries takes for `entries` beyond its count: a length per key and value, and their bytes. */
@@ -377,12 +399,19 @@ export function readReply(ring: Ring, at: number): ReplyRecord {
   else if (kind === VALUE.JSON) value = JSON.parse(dec.decode(bytes));
   const commit = readCommit(r);
   if (kind !== VALUE.ROWS) return { seq, status, flags, ms, memoryBytes, value, commit };
-  const rows = new Array<RowResult>(r.i32());
-  for (let i = 0; i < rows.length; i++) {
-    const rowStatus = r.u8();
-    const text = r.u8() === 1;
-    const b = r.bytesOrNull(!text);
-    rows[i] = { status: rowStatus, value: b === null ? undefined : text ? dec.decode(b) : b, commit: readCommit(r) };
+  const count = r.view.getInt32(r.at, true);
+  // many rows: their bytes copied out in one piece, each row's value a view of it; a few
+  // (a row sent as it finishes): each copied, which allocates less
+  const one = count > 8;
+  const copy = one ? ring.bytes.slice(r.at, at + ring.length(at)) : undefined;
+  const rr = copy ? new Reader({ bytes: copy, view: new DataView(copy.buffer) }, 0) : r;
+  rr.i32();
+  const rows = new Array<RowResult>(count);
+  for (let i = 0; i < count; i++) {
+    const rowStatus = rr.u8();
+    const text = rr.u8() === 1;
+    const b = rr.bytesOrNull(!one && !text);
+    rows[i] = { status: rowStatus, value: b === null ? undefined : text ? dec.decode(b) : b, commit: readCommit(rr) };
   }
   return { seq, status, flags, ms, memoryBytes, value: undefined, rows, commit };
 }
