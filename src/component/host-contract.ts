@@ -4,6 +4,9 @@
 // component may import only these, with these core types: anything else would be accepted
 // and then fail on every call (test/host-contract.test.ts checks the table against the WIT).
 
+/** The interface a plugin imports its host functions from. */
+export const HOST_INTERFACE = 'plughost:plugin/host@0.1.0';
+
 export interface HostFunction {
   /** Its WIT type, as wit/plugin.wit writes it. */
   wit: string;

@@ -7,11 +7,12 @@ import { createHash } from 'node:crypto';
 import { PlughostError, messageOf } from '../errors.js';
 import { JcoError, transpiler } from './transpiler.js';
 import { WASM_PAGE, binaryKind, capCoreMemory, funcImports } from './wasm-binary.js';
-import { HOST_FUNCTIONS, PLUGIN_EXPORTS, coreType } from './host-contract.js';
+import { HOST_FUNCTIONS, HOST_INTERFACE, PLUGIN_EXPORTS, coreType } from './host-contract.js';
+import { LIFT_GUARDS } from './lift-budget.js';
 
 export { closeTranspiler, transpilerStats } from './transpiler.js';
 
-export const HOST_INTERFACE = 'plughost:plugin/host@0.1.0';
+export { HOST_INTERFACE };
 const ALLOWED_IMPORTS = new Set([HOST_INTERFACE, 'plughost:plugin/types@0.1.0']);
 
 /** The optional exports a plugin may have, by their jco (camelCase) names. */
@@ -116,6 +117,15 @@ const CHECKED_REALLOC = `function __checkedRealloc(realloc, memoryOf) {
   };
 }`;
 
+/** A loop of jco's that lifts a list element by element: `for (let i = 0; i < len2; i++) { const base = base2 + i * 12;`. */
+const LIST_LOOP = /for \(let i = 0; i < (len\d+); i\+\+\) \{(\s*)const base = (base\d+) \+ i \* (\d+);/g;
+/** Its generic form, used for imports jco lowers asynchronously (not plughost's, but counted all the same). */
+const ASYNC_LIST_LOOP = /for \(var i = 0; i < len; i\+\+\) \{\s*const elemPtr = dataPtr \+ i \* elemSize32;/g;
+/** The element address of every loop that reads a list's elements, patched or not (whatever its index is called). */
+const LIFTING_BASE = /const base = base\d+ \+ \w+ \* \d+;/g;
+
+const count = (s: string, re: RegExp) => s.match(re)?.length ?? 0;
+
 /** Rewrites jco's ESM glue so `new Function` can evaluate it (no module cache: it can be freed). */
 export function prepareGlue(source: string): string {
   const body = source
@@ -127,10 +137,15 @@ export function prepareGlue(source: string): string {
     .replace('if (!globalThis?.process?.env?.JCO_DEBUG) { return; }', 'return;')
     // jco lifts a list<u8> with ArrayBuffer.slice, which clamps a pointer out of bounds to
     // an empty list; the canonical ABI says trap. A view throws RangeError out of bounds.
-    .replace(/new Uint8Array\((memory\d+)\.buffer\.slice\((\w+), \2 \+ (\w+) \* 1\)\)/g, 'new Uint8Array($1.buffer, $2, $3).slice()')
+    // The copy counts against the lift budget (lift-budget.ts).
+    .replace(/new (\w+Array)\((memory\d+)\.buffer\.slice\((\w+), \3 \+ (\w+) \* \d+\)\)/g, '__liftArray($1, $2, $3, $4)')
     // a WIT string is UTF-8 (the canonical ABI traps on anything else); jco's decoder would
     // replace bad bytes, so a key could be stored under another one than the guest meant
     .replace(/new TextDecoder\(\)/g, "new TextDecoder('utf-8', { fatal: true })")
+    // every string decoded, and every list lifted element by element, counts against it too
+    .replace(/new TextDecoder\(([^()]*)\)/g, '__budgeted(new TextDecoder($1))')
+    .replace(LIST_LOOP, '__liftList($1, $4); for (let i = 0; i < $1; i++) {$2const base = $3 + i * $4;')
+    .replace(ASYNC_LIST_LOOP, '__liftList(len, elemSize32); $&')
     // jco prints a raw "ERROR: ..." line before each error it throws; the error itself is
     // reported (in the call's outcome and the JSON log), and nothing else may reach stderr
     .replace(/\bconsole\.error\(/g, '(() => {})(')
@@ -141,7 +156,9 @@ export function prepareGlue(source: string): string {
   if (/new TextDecoder\((?:\)|['"]utf-?8['"]\))/i.test(body)) throw new PlughostError('INTERNAL', 'jco glue decodes strings in a way plughost does not know how to make strict');
   const unchecked = /\brealloc\d+ = exports\d+\.cabi_realloc;/.test(body) || (body.includes('cabi_realloc') && !body.includes('__checkedRealloc('));
   if (unchecked) throw new PlughostError('INTERNAL', 'jco glue takes cabi_realloc in a way plughost does not know how to check');
-  return `${CHECKED_REALLOC}\n${body}\nreturn { instantiate };`;
+  const uncounted = /\.buffer\.slice\(/.test(body) || count(body, /new TextDecoder\(/g) !== count(body, /__budgeted\(new TextDecoder\(/g) || count(body, LIFTING_BASE) !== count(body, /__liftList\(len\d+, \d+\); for/g);
+  if (uncounted) throw new PlughostError('INTERNAL', 'jco glue copies guest memory in a way plughost does not know how to count against its lift budget');
+  return `${CHECKED_REALLOC}\n${LIFT_GUARDS}\n${body}\nreturn { instantiate };`;
 }
 
 export async function compileComponent(bytes: Uint8Array, options: { maxMemoryBytes: number }): Promise<CompiledComponent> {

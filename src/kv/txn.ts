@@ -30,6 +30,9 @@ export const KV_WRITE_OPS = new Set(['kvSet', 'kvDel', 'kvSetBatch', 'kvDelBatch
 /** The same write operations by their WIT names, as a component imports them. */
 export const KV_WRITE_IMPORTS = ['kv-set', 'kv-del', 'kv-set-batch', 'kv-del-batch', 'kv-del-range'];
 
+/** The err a batch of more than maxBatchItems items gets (also before its list is lifted, see runtime/worker/guards.ts). */
+export const batchTooBig = (items: number, maxBatchItems: number) => `batch of ${items} items exceeds the batch limit (maxBatchItems = ${maxBatchItems})`;
+
 export class KvTxn {
   buffer: Layer = new Map();
   /** Change in the scope's entry count that the buffer would make. */
@@ -122,7 +125,7 @@ export class KvTxn {
   batch(items: unknown): unknown[] {
     if (!Array.isArray(items)) throw new KvOpError('batch must be a list');
     if (items.length > this.limits.maxBatchItems) {
-      throw new KvOpError(`batch of ${items.length} items exceeds the batch limit (maxBatchItems = ${this.limits.maxBatchItems})`);
+      throw new KvOpError(batchTooBig(items.length, this.limits.maxBatchItems));
     }
     return items;
   }

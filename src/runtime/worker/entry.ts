@@ -19,6 +19,7 @@ import { EXPORTS, FLAG, REQ, RFLAG, STATUS, STATUS_LAYOUT, readRequest, writeRep
 import { createBridge } from './bridge.js';
 import { classifyFailure } from './classify.js';
 import { coreInvokeOf, directInvoke, type CoreInvoke } from './direct-invoke.js';
+import { beginCall, importGuards } from './guards.js';
 
 type GuestExports = Record<string, (...a: unknown[]) => unknown>;
 /** jco's sync instantiation function, from a module's glue. */
@@ -86,15 +87,16 @@ function instantiate(moduleId: number): LiveController {
   const slot: Slot = { callId: 0, txn: undefined };
   let memory: WebAssembly.Memory | undefined;
   const instances: WebAssembly.Instance[] = [];
+  const guards = importGuards(module.kvLimits);
   const exports = module.instantiate(
     (name) => {
       const m = module.coreModules[name];
       if (!m) throw new Error(`no core module ${name}`);
       return m;
     },
-    { 'plughost:plugin/host': hostImports(slot) },
+    { 'plughost:plugin/host': guards.host(hostImports(slot)) },
     (m, imports) => {
-      const instance = new WebAssembly.Instance(m, imports);
+      const instance = new WebAssembly.Instance(m, guards.core(imports));
       if (instance.exports.memory instanceof WebAssembly.Memory) memory ??= instance.exports.memory;
       instances.push(instance);
       return instance;
@@ -198,6 +200,7 @@ function runCall(call: CallRecord): ReplyRecord {
   runningSince[STATUS_LAYOUT.since] = t0;
   runningSeq = call.seq;
   Atomics.store(status, STATUS_LAYOUT.running, call.seq);
+  beginCall(modules.get(call.moduleId)?.maxMemoryBytes ?? 0);
   const out: ReplyRecord = { seq: call.seq, status: STATUS.OK, flags: 0, ms: 0, memoryBytes: 0, value: undefined, commit: undefined };
   try {
     if (t0 > call.deadlineAt) {
@@ -304,6 +307,8 @@ function runRows(call: CallRecord, c: LiveController, out: ReplyRecord): void {
     }
     const txn = base && reader ? new KvTxn(reader, base.scope, base.access, base.limits) : undefined;
     slot.txn = txn;
+    // each row is a call of its own: its own lift budget
+    if (i > 0) beginCall(c.module.maxMemoryBytes);
     try {
       const value = (c.core ? directInvoke(c.core, call.name, rows[i]!) : c.exports.invoke?.(call.name, rows[i])) as Uint8Array;
       const commit = txn?.commitRecord();
