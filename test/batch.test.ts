@@ -87,11 +87,24 @@ test('rows still to run when the deadline passes fail with TIMEOUT, without runn
 test('rows whose results would take the batch past the response cap fail with RESULT_TOO_LARGE and commit nothing', async (t) => {
   const { rt } = await rowsModule(t);
   const c = ctx({ moduleName: 'rows' });
-  // each incr answers 4 bytes, counted with a row's envelope (24): two fit in 60 bytes, not three
-  const out = await rt.invokeBatch({ ...c, maxResultBytes: 60 }, undefined, rowsOf('incr', 'incr', 'incr'));
+  // each incr answers 4 bytes, counted with a row's envelope (48): two fit in 110 bytes, not three
+  const out = await rt.invokeBatch({ ...c, maxResultBytes: 110 }, undefined, rowsOf('incr', 'incr', 'incr'));
   t.deepEqual(out.map(show), ['n=1', 'n=2', 'RESULT_TOO_LARGE']);
   const [next] = await rt.invokeBatch(c, undefined, rowsOf('incr'));
   t.is(show(next), 'n=3');
+});
+
+test('a writing row refused for the response cap is not read through by the rows after it: they run again without its writes', async (t) => {
+  const store = lmdbStore(t);
+  const m = await manager(t, { store });
+  const kv = await m.load(await fixture('kv'));
+  const c = ctx({ moduleName: 'kv' });
+  // `big` increments the counter, then answers its args: the middle row's answer does not fit
+  const out = await kv.invokeBatch({ ...c, maxResultBytes: 1000 }, 'big', [enc('a'), new Uint8Array(2000), enc('b')]);
+  t.deepEqual(out.map(show), ['a', 'RESULT_TOO_LARGE', 'b']);
+  // two increments were made, not three: the third row did not build on the refused one
+  const [n] = await kv.invokeBatch(c, undefined, [new Uint8Array()]);
+  t.is(show(n), 'n=3');
 });
 
 test('a module whose controllers cannot start fails every row with INIT_FAILED, trying once', async (t) => {
@@ -100,4 +113,31 @@ test('a module whose controllers cannot start fails every row with INIT_FAILED, 
   const out = await rt.invokeBatch(ctx(), undefined, rowsOf('a', 'b', 'c'));
   t.deepEqual(out.map(show), ['INIT_FAILED', 'INIT_FAILED', 'INIT_FAILED']);
   t.is(rt.stats().dropped.init, 1);
+});
+
+test("cancelling one batch leaves alone the batch running ahead of it on the same worker", async (t) => {
+  const m = await manager(t, { workers: 1 });
+  const echo = await m.load(await fixture('echo'));
+  const c = ctx({ kvAccess: 'none' });
+  const rows = Array.from({ length: 50_000 }, (_, i) => enc(`a${i}`));
+  const abort = new AbortController();
+  const a = echo.invokeBatch(c, undefined, rows);
+  const b = echo.invokeBatch({ ...c, signal: abort.signal }, undefined, rowsOf('b1', 'b2'));
+  setImmediate(() => abort.abort());
+  const [outA, outB] = await Promise.all([a, b]);
+  t.true(outA.every((o, i) => o.ok && Buffer.from(o.value).toString() === `a${i}`), 'every row of the batch ahead answered');
+  t.deepEqual(outB.map(show), ['CANCELLED', 'CANCELLED']);
+});
+
+test('an invoke-batch entry runs at most batchEntryMaxMs, however many rows it has; its rows then run one by one', async (t) => {
+  const m = await manager(t, { limits: { maxExecutionMs: 1000 }, batchEntryMaxMs: 1000 });
+  const echo = await m.load(await fixture('batch-echo'));
+  const rows = rowsOf('a', 'spin', 'b', 'c', 'd', 'e', 'f', 'g');
+  const t0 = performance.now();
+  const out = await echo.invokeBatch(ctx({ kvAccess: 'none' }), undefined, rows);
+  const seconds = (performance.now() - t0) / 1000;
+  t.deepEqual(out.map(show), ['a', 'TIMEOUT', 'b', 'c', 'd', 'e', 'f', 'g']);
+  // 1 s for the entry, 1 s for the spinning row alone; without the cap the entry alone gets 8 s
+  t.true(seconds < 7, `took ${seconds.toFixed(1)} s`);
+  t.is(echo.stats().dropped.timeout, 2);
 });

@@ -161,6 +161,22 @@ export function prepareGlue(source: string): string {
   return `${CHECKED_REALLOC}\n${LIFT_GUARDS}\n${body}\nreturn { instantiate };`;
 }
 
+/**
+ * Whether jco's glue lifts `invoke` from core instance 0's exports of the canonical names,
+ * with UTF-8 strings: what worker/direct-invoke.ts does by hand.
+ */
+function liftsInvokeDirectly(glue: string, coreExports: string[]): boolean {
+  const has = (line: string) => new RegExp(`^\\s*${line.replace(/[.$]/g, '\\$&')};$`, 'm').test(glue);
+  const postReturn = coreExports.includes('cabi_post_invoke');
+  return (
+    has('exports0Invoke = exports0.invoke') &&
+    has('memory0 = exports0.memory') &&
+    has('realloc0 = exports0.cabi_realloc') &&
+    postReturn === has('postReturn0 = exports0.cabi_post_invoke') &&
+    glue.includes('_utf8AllocateAndEncode(e, realloc0, memory0)')
+  );
+}
+
 export async function compileComponent(bytes: Uint8Array, options: { maxMemoryBytes: number }): Promise<CompiledComponent> {
   const kind = binaryKind(bytes);
   if (kind === 'not-wasm') throw new PlughostError('INVALID_MODULE', 'not a WebAssembly binary (bad magic or version)');
@@ -203,7 +219,7 @@ export async function compileComponent(bytes: Uint8Array, options: { maxMemoryBy
   }
   for (const [file, content] of Object.entries(files)) if (file.endsWith('.wasm')) checkHostImports(content, file.split('/').pop()!);
   const cores = Object.values(coreModules);
-  const directInvoke = cores.length === 1 && WebAssembly.Module.imports(cores[0]!).length === 0 && /^\s*exports0Invoke = exports0\.invoke;$/m.test(glueSource) && /^\s*memory0 = exports0\.memory;$/m.test(glueSource);
+  const directInvoke = cores.length === 1 && WebAssembly.Module.imports(cores[0]!).length === 0 && liftsInvokeDirectly(glueSource, WebAssembly.Module.exports(cores[0]!).map((e) => e.name));
   return {
     hash: hashOf(bytes),
     sizeBytes: bytes.length,

@@ -7,7 +7,7 @@
 // workers, so one batch uses every core; a writing batch stays in one piece, its rows
 // committed in order.
 import { PlughostError, isPlughostError, messageOf } from '../errors.js';
-import { ROW_ENVELOPE_BYTES, runCall, runRows, type CallServices, type RowOutcome } from './call.js';
+import { rowCost, runCall, runRows, type CallServices, type RowOutcome } from './call.js';
 import type { InvocationContext } from './context.js';
 import type { Runtime } from './runtime.js';
 import { STATUS } from './shared/wire.js';
@@ -25,17 +25,15 @@ export async function runBatch(rt: Runtime, services: CallServices, ctx: Invocat
     rt.rememberWriteable(name, w.status === STATUS.OK && w.value === true);
   }
   const writer = ctx.kvAccess === 'write' && rt.writesKv && services.store !== undefined && rt.knownWriteable(name) !== false;
-  const max = ctx.maxResultBytes;
   const parts = writer ? 1 : Math.max(1, Math.min(services.workerCount, rt.poolSize, Math.floor(rows.length / MIN_ROWS_PER_SPLIT)));
   const size = Math.ceil(rows.length / parts);
   const runs: Promise<void>[] = [];
   for (let from = 0; from < rows.length; from += size) {
     const todo = Array.from({ length: Math.min(size, rows.length - from) }, (_, i) => from + i);
-    // a split batch writes nothing: its results are held to the response cap together, below
-    runs.push(runPart(rt, services, ctx, { name, rows, entry, todo, out, resultBudget: parts === 1 ? max : undefined }));
+    // a split batch writes nothing: whoever sends its results holds them to a response
+    runs.push(runPart(rt, services, ctx, { name, rows, entry, todo, out, resultBudget: parts === 1 ? ctx.maxResultBytes : undefined }));
   }
   await Promise.all(runs);
-  if (parts > 1 && max !== undefined) holdToCap(out, max);
   return out;
 }
 
@@ -69,14 +67,16 @@ async function runPart(rt: Runtime, services: CallServices, ctx: InvocationConte
       part.entry = false;
       continue;
     }
+    const reserve = ctx.resultRowReserve ?? 0;
     r.done.forEach((o, j) => {
       part.out[sent[j]!] = o;
-      if (budget !== undefined) budget -= sizeOf(o);
+      if (budget !== undefined) budget -= rowCost(o, reserve);
     });
     let rest = sent.slice(r.done.length);
     if (r.failed) {
       const i = sent[r.failed.index]!;
       part.out[i] = { ok: false, failure: r.failed.error };
+      if (budget !== undefined) budget -= rowCost(part.out[i]!, reserve);
       rest = rest.filter((j) => j !== i);
     }
     if (r.rest || (r.done.length === 0 && !r.failed)) {
@@ -85,26 +85,5 @@ async function runPart(rt: Runtime, services: CallServices, ctx: InvocationConte
       return;
     }
     todo = rest;
-  }
-}
-
-/** Bytes an outcome takes in a batch's response (as settleRows counts them). */
-function sizeOf(o: RowOutcome): number {
-  if (o.ok) return o.value.byteLength + ROW_ENVELOPE_BYTES;
-  return Buffer.byteLength('guestError' in o ? o.guestError : o.failure.message) + ROW_ENVELOPE_BYTES;
-}
-
-/** Results past the response cap, in row order, become RESULT_TOO_LARGE (a split batch wrote nothing). */
-function holdToCap(out: RowOutcome[], max: number): void {
-  let total = 0;
-  for (let i = 0; i < out.length; i++) {
-    const o = out[i]!;
-    total += sizeOf(o);
-    if (o.ok && total > max) {
-      const failure = new PlughostError('RESULT_TOO_LARGE', `with this row's result (${o.value.byteLength} bytes) the batch's results are over the ${max} bytes a response may carry (grpc.maxSendMessageBytes, less room for the envelope)`);
-      out[i] = { ok: false, failure };
-      // a smaller result after it may still fit
-      total += sizeOf(out[i]!) - sizeOf(o);
-    }
   }
 }

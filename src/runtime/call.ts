@@ -26,6 +26,8 @@ export interface CallServices {
   readonly workerCount: number;
   /** How long a module stays quarantined after a call of it timed out (0: never). */
   readonly quarantineMs: number;
+  /** Longest one invoke-batch entry may run (its rows times the per-call limit, at most this). */
+  readonly batchEntryMaxMs: number;
   /** Registers a call whose host calls cross the bridge; returns its id. */
   beginBridgedCall(state: BridgedCall): number;
   endBridgedCall(callId: number): void;
@@ -59,7 +61,7 @@ export interface RowsJob {
   name: string | undefined;
   rows: readonly Uint8Array[];
   entry: boolean;
-  /** Response bytes these rows' results may take together (the batch's share of the cap). */
+  /** Response bytes these rows' results may take together (what the batch's earlier rows left of the cap). */
   resultBudget: number | undefined;
 }
 
@@ -82,10 +84,20 @@ export interface RowsOutcome {
 }
 
 /**
- * Room a row's outcome takes in a batch's response besides its bytes: its tags and lengths
- * (a failure's message is counted as its bytes).
+ * Room a row's outcome takes in a batch's response besides its bytes (a value's, or a
+ * message's): at most its tags and lengths, and a failure's kind and code.
  */
-export const ROW_ENVELOPE_BYTES = 24;
+export const ROW_ENVELOPE_BYTES = 48;
+
+/** A row refused for the response cap: short, so that it fits the room held back for a row. */
+const NOT_COMMITTED = "not committed: the batch's results together are over grpc.maxSendMessageBytes (send fewer rows per batch)";
+
+/** Bytes a row's outcome is counted as in a batch's response budget. */
+export function rowCost(o: RowOutcome, reserve: number): number {
+  if (o.ok) return o.value.byteLength + ROW_ENVELOPE_BYTES;
+  if ('guestError' in o) return Buffer.byteLength(o.guestError) + ROW_ENVELOPE_BYTES;
+  return o.failure.message === NOT_COMMITTED ? Math.max(reserve, Buffer.byteLength(NOT_COMMITTED) + ROW_ENVELOPE_BYTES) : Buffer.byteLength(o.failure.message) + ROW_ENVELOPE_BYTES;
+}
 
 const EXPORT_INDEX = new Map(EXPORTS.map((e, i) => [e, i]));
 const FAILURE: Partial<Record<number, { code: 'TRAP' | 'MEMORY_LIMIT'; reason: 'trap' | 'memory' }>> = {
@@ -206,7 +218,7 @@ class Call {
     const rt = this.runtime;
     const spent = performance.now() - started;
     // rows each have the call's limit (the worker restarts the clock per row); one invoke-batch entry has it once per row
-    const limit = job.fn === 'invokeRows' && job.entry ? rt.limits.maxExecutionMs * job.rows.length : rt.limits.maxExecutionMs;
+    const limit = job.fn === 'invokeRows' && job.entry ? Math.min(rt.limits.maxExecutionMs * job.rows.length, Math.max(rt.limits.maxExecutionMs, this.services.batchEntryMaxMs)) : rt.limits.maxExecutionMs;
     const budget = Math.min(limit - spent, this.deadline - Date.now());
     if (budget <= 0) throw this.releaseWith(new PlughostError('TIMEOUT', 'the deadline passed before the call could start'));
     if (this.ctx.signal?.aborted) throw this.releaseWith(new PlughostError('CANCELLED', 'the caller cancelled'));
@@ -334,37 +346,45 @@ class Call {
     const committedAt: number[] = [];
     const t0 = performance.now();
     const max = job.resultBudget;
+    const reserve = this.ctx.resultRowReserve ?? 0;
     let total = 0;
     let tooLarge = false;
     for (let i = 0; i < results.length; i++) {
       const r = results[i]!;
       if (r.status === STATUS.OK) {
         const value = r.value as Uint8Array;
-        if (max !== undefined && total + value.byteLength + ROW_ENVELOPE_BYTES > max) {
-          // a smaller result after it may still fit
+        const ok: RowOutcome = { ok: true, value };
+        // room for this row, and at least the least answer of each row still to come
+        if (max !== undefined && total + rowCost(ok, reserve) + (job.rows.length - i - 1) * reserve > max) {
           tooLarge = true;
-          const failure = new PlughostError('RESULT_TOO_LARGE', `with this row's result (${value.byteLength} bytes) the batch's results are over the ${max} bytes a response may carry (grpc.maxSendMessageBytes, less room for the envelope); nothing the row wrote was committed`);
-          total += Buffer.byteLength(failure.message) + ROW_ENVELOPE_BYTES;
-          done[i] = { ok: false, failure };
+          done[i] = { ok: false, failure: new PlughostError('RESULT_TOO_LARGE', NOT_COMMITTED) };
+          total += rowCost(done[i]!, reserve);
+          // the rows after it read through its writes, which are not made: they run again
+          if (r.commit && !job.entry) {
+            done.length = i + 1;
+            stopped = undefined;
+            reply = { ...reply, status: STATUS.OK };
+            break;
+          }
           continue;
         }
-        total += value.byteLength + ROW_ENVELOPE_BYTES;
+        total += rowCost(ok, reserve);
         if (r.commit && store) {
           const { visible, durable } = store.commit(scope, r.commit);
           commits.push(Promise.all([visible, durable]));
           committedAt.push(i);
         }
-        done[i] = { ok: true, value };
+        done[i] = ok;
       } else {
         const message = String(r.value);
-        total += Buffer.byteLength(message) + ROW_ENVELOPE_BYTES;
         done[i] = r.status === STATUS.GUEST_ERROR ? { ok: false, guestError: message } : { ok: false, failure: new PlughostError(r.status === STATUS.MEMORY ? 'MEMORY_LIMIT' : 'TRAP', message) };
+        total += rowCost(done[i]!, reserve);
       }
     }
     // one invoke-batch entry is one transaction: all of its rows' results go out, or none
     if (reply.commit && store && reply.status === STATUS.OK) {
       if (tooLarge) {
-        for (let i = 0; i < done.length; i++) if (done[i]!.ok) done[i] = { ok: false, failure: new PlughostError('RESULT_TOO_LARGE', `invoke-batch's results are over the ${max} bytes a response may carry; nothing it wrote was committed`) };
+        for (let i = 0; i < done.length; i++) if (done[i]!.ok) done[i] = { ok: false, failure: new PlughostError('RESULT_TOO_LARGE', NOT_COMMITTED) };
       } else {
         const { visible, durable } = store.commit(scope, reply.commit);
         commits.push(Promise.all([visible, durable]));
@@ -385,12 +405,12 @@ class Call {
     if (anyCommitted) this.services.committed((performance.now() - t0) / 1000);
     if (store && reply.flags & RFLAG.KV_READ) await store.readBarrier();
     if (job.entry && !(reply.flags & RFLAG.BAD_COUNT) && (stopped || reply.status === STATUS.TRAP || reply.status === STATUS.MEMORY)) {
-      return { done: [], entryFailed: stopped?.error ?? new PlughostError(reply.status === STATUS.MEMORY ? 'MEMORY_LIMIT' : 'TRAP', String(reply.value)) };
+      return { done: [], entryFailed: stopped?.error ?? new PlughostError(reply.status === STATUS.MEMORY ? 'MEMORY_LIMIT' : 'TRAP', String(results[0]?.value)) };
     }
     const out: RowsOutcome = { done };
     if (stopped) {
-      // stopped while its controller was starting, or in the one entry of invoke-batch: nothing to run again
-      if (stopped.at < results.length || job.entry) out.rest = stopped.error;
+      // stopped while its controller was starting: nothing to run again
+      if (stopped.at < results.length) out.rest = stopped.error;
       else out.failed = { index: stopped.at, error: stopped.error };
     } else if (reply.status === STATUS.EXPIRED) {
       out.rest = this.ctx.signal?.aborted ? new PlughostError('CANCELLED', 'the caller cancelled before the row started') : new PlughostError('TIMEOUT', 'the deadline passed before the row could start');

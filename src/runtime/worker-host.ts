@@ -267,8 +267,9 @@ export class WorkerHost {
   }
 
   /**
-   * Runs one call. `timeLimitMs` counts from when the worker starts it; past it the worker
-   * is terminated and the call fails with TIMEOUT.
+   * Runs one call. `timeLimitMs` counts from when the worker starts it (a call with rows:
+   * from when each row starts); past it the worker is terminated and the call fails with
+   * TIMEOUT. Cancelling `signal` stops a call with rows before its next row.
    */
   call(body: CallBody, timeLimitMs: number, limitText = `its time limit of ${timeLimitMs} ms`, signal?: AbortSignal): Promise<ReplyRecord> {
     if (this.state === 'dead') return Promise.reject(new WorkerLostError(`worker ${this.id} is gone`));

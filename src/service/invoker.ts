@@ -25,6 +25,8 @@ export interface BatchRequest {
   module: string;
   fn: string | undefined;
   rows: readonly Uint8Array[];
+  /** What the rows' results may take of their one response, and what to hold back for each row still to come (InvocationContext). */
+  resultBudget?: { bytes: number; rowReserve: number };
   /** Epoch ms: the stream's deadline, or the batch's own when sooner. */
   deadline?: number;
   signal?: AbortSignal;
@@ -96,7 +98,9 @@ export class Invoker {
     const counts = new Map<string, number>();
     try {
       const { runtime, hash, name } = await this.prepare(identity, req, labels);
-      const outcomes = await runtime.invokeBatch(this.contextOf(identity, name, req), req.fn, req.rows);
+      const ctx = this.contextOf(identity, name, req);
+      if (req.resultBudget) Object.assign(ctx, { maxResultBytes: req.resultBudget.bytes, resultRowReserve: req.resultBudget.rowReserve });
+      const outcomes = await runtime.invokeBatch(ctx, req.fn, req.rows);
       for (const o of outcomes) {
         const outcome = o.ok ? 'ok' : 'failure' in o ? o.failure.code : 'guest_error';
         counts.set(outcome, (counts.get(outcome) ?? 0) + 1);

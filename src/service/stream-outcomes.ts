@@ -38,6 +38,9 @@ export function batchEnvelopeBytes(ids: number): number {
   return 128 + (ids ? 6 + 10 * ids : 0);
 }
 
+/** The least a row's outcome may take in a batch's response: what fitOutcomes holds back for each row to come. */
+export const rowReserveBytes = (): number => entryBytes(NOT_SENT);
+
 /** The most rows whose outcomes are sure to fit in a response of `maxBytes`, whatever they return. */
 export function answerableRows(maxBytes: number, ids: number): number {
   return Math.floor((maxBytes - batchEnvelopeBytes(ids)) / entryBytes(NOT_SENT));

@@ -21,7 +21,7 @@ import { PlughostError } from '../errors.js';
 import { deadlineOf, type Invoker } from './invoker.js';
 import { toServiceError } from './status.js';
 import { IdsInFlight, type IdClaim } from './stream-ids.js';
-import { answerableRows, batchEnvelopeBytes, failureOf, failureOutcome, fitOutcomes, outcomeOf } from './stream-outcomes.js';
+import { answerableRows, batchEnvelopeBytes, failureOf, failureOutcome, fitOutcomes, outcomeOf, rowReserveBytes } from './stream-outcomes.js';
 
 /** The header (and trailer) that tells the client the window it was granted, in rows. */
 export const WINDOW_HEADER = 'plughost-window';
@@ -213,6 +213,8 @@ export class StreamSession {
         signal: this.abort.signal,
         requestId: `${this.requestId}/${batch.ids[0] ?? batch.firstId}`,
         onResolved: (hash) => (moduleHash = hash),
+        // the runtime refuses a row that would not fit before it commits, by the rule fitOutcomes keeps below
+        resultBudget: { bytes: this.limits.maxResponseBytes - batchEnvelopeBytes(batch.ids.length), rowReserve: rowReserveBytes() },
       });
       if (outcomes.length !== batch.rows.length) throw new PlughostError('INTERNAL', `the runtime answered ${outcomes.length} outcomes for ${batch.rows.length} rows`);
       result.outcomes = outcomes.map(outcomeOf);

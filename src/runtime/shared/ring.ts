@@ -88,11 +88,6 @@ export class Ring {
     return (this.writePos - (Atomics.load(this.header, READ) >>> 0)) >>> 0;
   }
 
-  /** The bytes records may take. */
-  get size(): number {
-    return this.capacity;
-  }
-
   /** Wakes a sleeping consumer. */
   wake(): void {
     Atomics.store(this.header, SLEEPING, 0);

@@ -26,8 +26,8 @@ export const STATUS = { OK: 0, GUEST_ERROR: 1, TRAP: 2, MEMORY: 3, INIT_FAILED: 
  * thread stores `withdrawn`, then loads `started`: whichever comes second sees the other,
  * so a call either runs or comes back WITHDRAWN, never both and never neither. For a call
  * with rows, `since` is when its current row started (each row has the time limit), `row`
- * that row's index (-1 while a new controller starts), and `cancelled` the highest seq
- * whose remaining rows the main thread asks the worker not to start.
+ * that row's index (-1 until its first row starts), and `cancelled` the seq of the call
+ * whose remaining rows the main thread last asked the worker not to start.
  */
 export const STATUS_LAYOUT = { bytes: 32, running: 0, started: 1, since: 1, withdrawn: 4, row: 5, cancelled: 6 };
 /** Call flags. */

@@ -184,7 +184,7 @@ function reply(m: ReplyRecord, soon = false): void {
     replies.wake(); // the main thread may be asleep with records it was not woken for
     replies.waitForSpace(1); // it reads replies as they come; it frees room soon
   }
-  if (replies.publish() && (!soon || replies.used > replies.size / 4)) replies.wake();
+  if (replies.publish() && (!soon || replies.used > replies.capacity / 4)) replies.wake();
 }
 
 function failureStatus(e: unknown, c: LiveController | undefined, maxMemoryBytes: number): { status: number; message: string } {
@@ -244,6 +244,7 @@ function runCall(call: CallRecord): ReplyRecord {
       slot.callId = call.callId;
       const fn = EXPORTS[call.fn];
       if (call.rows) {
+        Atomics.store(status, STATUS_LAYOUT.row, -1);
         if (fn === 'invokeBatch') runBatchEntry(call, c, out);
         else runRows(call, c, out);
         if (out.status !== STATUS.OK && out.status !== STATUS.EXPIRED) controllers.delete(call.controllerId);
@@ -296,16 +297,19 @@ function runRows(call: CallRecord, c: LiveController, out: ReplyRecord): void {
   const reader = base && base.access === 'write' ? new OverlayReader(base.reader, []) : base?.reader;
   const results: RowResult[] = [];
   out.rows = results;
+  /** The scope's entry count after the rows so far, once one of them needed it (counting walks the rows' writes). */
+  let entries: number | undefined;
   for (let i = 0; i < rows.length; i++) {
     const t = now();
     if (i > 0) runningSince[STATUS_LAYOUT.since] = t;
     Atomics.store(status, STATUS_LAYOUT.row, i);
-    if (t > call.deadlineAt || Atomics.load(status, STATUS_LAYOUT.cancelled) >= call.seq) {
+    if (t > call.deadlineAt || Atomics.load(status, STATUS_LAYOUT.cancelled) === call.seq) {
       out.status = STATUS.EXPIRED;
       out.value = t > call.deadlineAt ? 'the deadline passed before the row could start' : 'cancelled';
       break;
     }
     const txn = base && reader ? new KvTxn(reader, base.scope, base.access, base.limits) : undefined;
+    if (txn) txn.baseCount = entries;
     slot.txn = txn;
     // each row is a call of its own: its own lift budget
     if (i > 0) beginCall(c.module.maxMemoryBytes);
@@ -314,6 +318,7 @@ function runRows(call: CallRecord, c: LiveController, out: ReplyRecord): void {
       const commit = txn?.commitRecord();
       // the next rows read through this one's writes, which only the main thread commits
       if (commit && reader instanceof OverlayReader) for (const [k, v] of commit.writes) reader.layer.set(mapKey(k), v);
+      if (commit) entries = commit.baseCount !== undefined ? commit.baseCount + commit.entryDelta : commit.entryDelta === 0 ? entries : undefined;
       results.push({ status: STATUS.OK, value, commit });
     } catch (e) {
       const f = failureStatus(e, c, c.module.maxMemoryBytes);
