@@ -282,7 +282,8 @@ test('cancellation mid-batch: the rows not yet run never run, and the stream is 
   const pool = async () => (await c.modules.describeModule({ module: 'outcomes' })).pool!;
   const abort = new AbortController();
   const streaming = collect(c.plugins.stream(from([options({ module: 'outcomes' }), batch({ firstId: 1, rows: rows('l', 'v', 'v', 'v', 'v') })]), { signal: abort.signal }));
-  t.true(await waitFor(async () => (await pool()).inUse === 1, 10_000, 10), 'the first row loops');
+  // the first row loops: its worker is in row 0 and has been for a while (a row cancelled before it starts would not run)
+  t.true(await waitFor(() => host.manager.workers.some((w) => w.stalled && w.runningRow === 0), 10_000, 10), 'the first row loops');
   t.is(host.streamRowsInFlight, 5);
   abort.abort();
   t.is(ConnectError.from(await t.throwsAsync(streaming)).code, Code.Canceled);

@@ -261,6 +261,11 @@ export class WorkerHost {
     return this.load + (this.stalled ? STALLED_PENALTY : 0);
   }
 
+  /** The row the running call with rows is in (-1: no such call, or its first row has not started). */
+  get runningRow(): number {
+    return Atomics.load(this.status, STATUS_LAYOUT.running) === 0 ? -1 : Atomics.load(this.status, STATUS_LAYOUT.row);
+  }
+
   /** The running call has gone on for more than STALLED_AFTER_MS. */
   get stalled(): boolean {
     return Atomics.load(this.status, STATUS_LAYOUT.running) !== 0 && now() - this.runningSince[STATUS_LAYOUT.since]! > STALLED_AFTER_MS;
