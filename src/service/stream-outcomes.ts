@@ -15,10 +15,15 @@ export function failureOutcome(e: unknown): CallOutcome {
   return create(CallOutcomeSchema, { result: { case: 'failure', value: failureOf(e) } });
 }
 
+/**
+ * A row's outcome as a message. The two common cases are written as the plain object
+ * `create` would make (protobuf-es messages are plain objects): `create` per row was ~6% of
+ * the gRPC thread in a batch stream.
+ */
 export function outcomeOf(r: RowOutcome): CallOutcome {
-  if (r.ok) return create(CallOutcomeSchema, { result: { case: 'value', value: r.value } });
+  if (r.ok) return { $typeName: CallOutcomeSchema.typeName, result: { case: 'value', value: r.value } } as CallOutcome;
   if ('failure' in r) return failureOutcome(r.failure);
-  return create(CallOutcomeSchema, { result: { case: 'guestError', value: r.guestError } });
+  return { $typeName: CallOutcomeSchema.typeName, result: { case: 'guestError', value: r.guestError } } as CallOutcome;
 }
 
 /** The outcome of a row that ran but whose result does not fit in its batch's response beside the others'. */
