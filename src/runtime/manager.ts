@@ -49,6 +49,10 @@ export interface LoadOptions {
 export interface ManagerStats {
   workers: number;
   workerRestarts: number;
+  /** Workers replaced because their heap stayed over workerRecycleHeapMb above where it started. */
+  workerRecycles: number;
+  /** Of those, the ones still finishing their calls. */
+  workersRetiring: number;
   /** Guest `log` lines dropped over the rate limit, by module. */
   guestLogDropped: Record<string, number>;
   /** Calls taken back from a worker busy with a long call and placed on another. */
@@ -96,6 +100,7 @@ export class RuntimeManager implements PoolHost, CallServices, HostCallHandler {
       maxHeapMb: this.options.workerHeapMb,
       spinUs: this.options.workerSpinUs,
       ringBytes: RING_BYTES,
+      recycleHeapBytes: this.options.workerRecycleHeapMb * 2 ** 20,
       kv: this.kvInWorkers ? store!.local : undefined,
       handler: this,
       onLost: (w) => {
@@ -186,6 +191,8 @@ export class RuntimeManager implements PoolHost, CallServices, HostCallHandler {
     return {
       workers: this.pool.alive,
       workerRestarts: this.pool.restarts,
+      workerRecycles: this.pool.recycled,
+      workersRetiring: this.pool.retiring.size,
       guestLogDropped: Object.fromEntries(this.logLimiter.dropped),
       callsMoved: this.pool.callsMoved,
       liveControllers: this.liveControllers,

@@ -42,6 +42,12 @@ export const runtimeOptionsSchema = z.strictObject({
   maxControllers: int(1, 13_000).default(10_000),
   /** V8 heap cap of each worker, in MiB. */
   workerHeapMb: int(16, 16_384).default(512),
+  /**
+   * A worker whose V8 heap in use stands more than this many MiB above where it started,
+   * after a call, is recycled: a fresh one takes its place and it stops once its calls are
+   * done, so memory a guest made it take comes back (0: never).
+   */
+  workerRecycleHeapMb: int(0, 16_384).default(128),
   /** Longest a worker spins waiting for its next call before it sleeps, in µs (0: never spins). */
   workerSpinUs: int(0, 10_000).default(50),
   /**

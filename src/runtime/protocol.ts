@@ -25,6 +25,8 @@ export interface WorkerInit {
   kv?: { path: string; commitMode: 'grouped' | 'per-call' } | undefined;
   /** Float64 per KV_OPS entry: KV operations the worker's guests made (read by metrics). */
   kvOps: SharedArrayBuffer;
+  /** Float64 [0]: the worker's heap in use when it started; [1]: after its last call (worker/guards.ts). */
+  heap: SharedArrayBuffer;
 }
 
 export type ControlMessage =

@@ -35,6 +35,10 @@ export interface WorkerHostOptions {
   elsewhere(host: WorkerHost): boolean;
   /** `n` calls waiting behind a long call were taken back to be placed again. */
   onMoved(n: number): void;
+  /** After a call, the worker's heap in use stands this many bytes above where it started: recycle it (0: never). */
+  recycleHeapBytes: number;
+  /** Called once when the worker's heap stands over recycleHeapBytes above its start after a call. */
+  onHeavy(host: WorkerHost, grownBytes: number): void;
 }
 
 /** Rejection of calls that never started because their worker was lost: safe to retry elsewhere. */
@@ -158,6 +162,11 @@ export class WorkerHost {
   /** Calls in `sent` taken back (moved), their WITHDRAWN replies not yet read. */
   private moved = 0;
   private readonly kvOps: Float64Array;
+  /** The worker's heap in use (WorkerInit.heap): [0] when it started, [1] after its last call. */
+  private readonly heap: Float64Array;
+  private heavy = false;
+  /** Recycled: takes no new calls, and stops once those it has are done. */
+  private retiring = false;
   /** In the ring (or announced in it), in the worker's order. */
   private readonly sent = new Fifo<Pending>();
   /** Not yet in the ring: it was full, or something ahead of it is waiting. */
@@ -180,6 +189,7 @@ export class WorkerHost {
     const status = new SharedArrayBuffer(STATUS_LAYOUT.bytes);
     const kvOps = new SharedArrayBuffer(8 * KV_OPS.length);
     const bridgeFlag = new SharedArrayBuffer(4);
+    const heap = new SharedArrayBuffer(16);
     const init: WorkerInit = {
       requests: Ring.allocate(options.ringBytes),
       replies: Ring.allocate(options.ringBytes),
@@ -191,6 +201,7 @@ export class WorkerHost {
       spinUs: options.spinUs,
       kv: options.kv,
       kvOps,
+      heap,
     };
     this.requests = new Ring(init.requests);
     this.replies = new Ring(init.replies);
@@ -200,6 +211,7 @@ export class WorkerHost {
     this.status = new Int32Array(status);
     this.runningSince = new Float64Array(status);
     this.kvOps = new Float64Array(kvOps);
+    this.heap = new Float64Array(heap);
     this.worker = new Worker(entry(), {
       workerData: init,
       execArgv: [],
@@ -278,6 +290,7 @@ export class WorkerHost {
    */
   call(body: CallBody, timeLimitMs: number, limitText = `its time limit of ${timeLimitMs} ms`, signal?: AbortSignal): Promise<ReplyRecord> {
     if (this.state === 'dead') return Promise.reject(new WorkerLostError(`worker ${this.id} is gone`));
+    if (this.retiring) return Promise.reject(new WorkerLostError(`worker ${this.id} is being recycled`));
     return new Promise<ReplyRecord>((resolve, reject) => {
       const p: Pending = { seq: ++this.seq, body, timeLimitMs, limitText, resolve, reject };
       if (body.rows) {
@@ -431,8 +444,35 @@ export class WorkerHost {
         if (p.rowsDone?.length && m.rows) m.rows = p.rowsDone.concat(m.rows);
         p.resolve(m);
       }
+      this.checkHeap();
     }
     if (this.outbox.length > 0) this.flush();
+    if (this.retiring) this.stopIfDone();
+  }
+
+  /** A retiring worker stops once no call of its own is left. */
+  private stopIfDone(): void {
+    if (this.closing || this.sent.length > 0) return;
+    for (let i = 0; i < this.outbox.length; i++) if (this.outbox.at(i)!.t === 'call') return;
+    void this.close();
+  }
+
+  /** After a call: a worker whose heap stands far above where it started is recycled (once). */
+  private checkHeap(): void {
+    const grown = this.heap[1]! - this.heap[0]!;
+    if (this.heavy || this.options.recycleHeapBytes <= 0 || grown <= this.options.recycleHeapBytes) return;
+    this.heavy = true;
+    this.options.onHeavy(this, grown);
+  }
+
+  /**
+   * Recycles the worker: it takes no new calls (they are placed elsewhere), finishes those it
+   * was handed, then stops; its heap goes with it. Resolves once it has exited.
+   */
+  async retire(): Promise<void> {
+    this.retiring = true;
+    this.stopIfDone();
+    await this.exited;
   }
 
   /** Looks, once the running call could count as stalled, whether the calls behind it should move. */

@@ -110,6 +110,7 @@ export class Metrics {
       } });
     total('plughost_kv_operations_total', 'KV host calls made by guests, by operation (counted in the workers, read at scrape)', () => manager.stats().kvOps, 'op');
     total('plughost_worker_restarts_total', 'Runtime workers replaced after a timeout or a crash', () => manager.stats().workerRestarts);
+    total('plughost_worker_recycles_total', 'Runtime workers replaced because their heap stood over workerRecycleHeapMb above its start after a call', () => manager.stats().workerRecycles);
     total('plughost_guest_log_lines_dropped_total', 'Guest log lines dropped over guestLogLinesPerSecond or guestLogBytesPerSecond, by module', () => manager.stats().guestLogDropped, 'module');
     total('plughost_calls_moved_total', 'Calls taken back from a worker busy with a long call and placed on another', () => manager.stats().callsMoved);
     new Gauge({

@@ -19,7 +19,7 @@ import { EXPORTS, FLAG, REQ, RFLAG, STATUS, STATUS_LAYOUT, readRequest, writeRep
 import { createBridge } from './bridge.js';
 import { classifyFailure } from './classify.js';
 import { coreInvokeOf, directInvoke, type CoreInvoke } from './direct-invoke.js';
-import { beginCall, importGuards } from './guards.js';
+import { beginCall, importGuards, noteHeap } from './guards.js';
 
 type GuestExports = Record<string, (...a: unknown[]) => unknown>;
 /** jco's sync instantiation function, from a module's glue. */
@@ -391,6 +391,7 @@ function onControl(m: ControlMessage): void {
 }
 
 function finish(out: ReplyRecord): void {
+  noteHeap();
   reply(out);
   Atomics.store(status, STATUS_LAYOUT.running, 0);
 }

@@ -1,15 +1,19 @@
 // What a worker does around its guests' calls so that a guest cannot make it copy more than
-// its memory holds:
+// its memory holds, or leave it holding far more heap than it started with:
 // - the lift budget (component/lift-budget.ts) the patched glue counts against: reset when a
 //   call starts and around each host call, so it holds for each single lift;
 // - a host call whose batch has more items than maxBatchItems is answered err before its
 //   list is lifted (the glue would lift every item first, each pointing wherever the guest
-//   likes): its core import is wrapped, by its WIT name, and called with an empty list.
+//   likes): its core import is wrapped, by its WIT name, and called with an empty list;
+// - after each call, the worker's heap in use, for the main thread to recycle a worker whose
+//   heap stays far above where it started (worker-host.ts).
 import { getHeapStatistics } from 'node:v8';
+import { workerData } from 'node:worker_threads';
 import { HOST_INTERFACE } from '../../component/host-contract.js';
 import { LIFT_BUDGET_KEY, liftLimit, type LiftBudget } from '../../component/lift-budget.js';
 import { batchTooBig } from '../../kv/txn.js';
 import type { KvLimits } from '../../kv/types.js';
+import type { WorkerInit } from '../protocol.js';
 import type { HostImports } from './bridge.js';
 
 const budget: LiftBudget = { used: 0, limit: Infinity, memoryBytes: Infinity };
@@ -69,4 +73,22 @@ export function importGuards(kvLimits: KvLimits) {
       return { ...imports, [HOST_INTERFACE]: wrapped };
     },
   };
+}
+
+/**
+ * The memory the worker's isolate holds: its heap as committed (V8 gives pages back slowly,
+ * long after their objects are collected) and the memory outside it that its ArrayBuffers own.
+ */
+function heldBytes(): number {
+  const h = getHeapStatistics();
+  return h.total_heap_size + h.external_memory;
+}
+
+/** Float64 [0]: memory the isolate held when the worker started; [1]: after its last call (WorkerInit.heap). */
+const heap = new Float64Array((workerData as WorkerInit).heap);
+heap[0] = heap[1] = heldBytes();
+
+/** Records the memory the isolate holds now, after a call (~0.25 µs). */
+export function noteHeap(): void {
+  heap[1] = heldBytes();
 }
