@@ -32,6 +32,10 @@ export interface Pair {
 
 export interface GrpcBenchResult {
   pairs: Pair[];
+  /** Batch streams of 64 B rows, echo guest (per-row invoke), by rows per batch. */
+  batchCurve: { size: number; pair: Pair }[];
+  /** Batch streams of BATCH_ROWS rows through each batch guest (ours only; the bare server's figure is batchCurve's). */
+  batchGuests: { name: string; module: string; entry: boolean; runs: LoadResult[] }[];
   solo: { name: string; runs: LoadResult[] }[];
   coldFirstCallMs: number;
   pushMs: number;
@@ -42,6 +46,11 @@ export const medianOps = (rs: LoadResult[]) => median(rs.map((r) => r.opsPerSec)
 export const pairRatio = (p: Pair) => median(p.ours.map((o, i) => o.opsPerSec / p.bare[i]!.opsPerSec));
 /** Errors over all the runs. */
 export const sumErrors = (rs: LoadResult[]) => rs.reduce((n, r) => n + r.errors, 0);
+
+/** Rows per batch of the batch-guest workloads (the issue's reference size). */
+export const BATCH_ROWS = 1024;
+/** Rows a batch stream keeps outstanding: four batches, and never fewer than an item stream's 64. */
+const batchWindow = (size: number) => Math.max(64, 4 * size);
 
 /** The hash guest's answer: 32-bit FNV-1a of the bytes, u32 LE. */
 function fnv1a(bytes: Uint8Array): Uint8Array {
@@ -144,6 +153,36 @@ export async function grpcBench(o: GrpcBenchOptions): Promise<GrpcBenchResult> {
       pairs.push(pair);
     }
 
+    // batches of rows: the curve against the bare server, then each batch guest at BATCH_ROWS
+    const batchCurve: GrpcBenchResult['batchCurve'] = [];
+    for (const size of o.quick ? [1, 256, BATCH_ROWS] : [1, 16, 256, BATCH_ROWS, 4096]) {
+      const pair: Pair = { name: `batch stream, ${size} rows of 64 B`, ours: [], bare: [] };
+      const w = { mode: 'stream' as const, batch: size, concurrency: batchWindow(size), bytes: 64, module: 'echo', expect: 'echo' as const };
+      for (let r = 0; r < o.rounds; r++) {
+        pair.bare.push(await client.run(job(bare, w)));
+        pair.ours.push(await client.run(job(ours, w)));
+        tally(o, `gRPC ${pair.name} (bare)`, pair.bare.at(-1)!);
+        tally(o, `gRPC ${pair.name} (plughost)`, pair.ours.at(-1)!);
+      }
+      o.log(`  ${pair.name}: ours ${medianOps(pair.ours).toFixed(0)} rows/s, bare ${medianOps(pair.bare).toFixed(0)} rows/s${sumErrors([...pair.ours, ...pair.bare]) ? `, ERRORS ${sumErrors(pair.ours)} ours / ${sumErrors(pair.bare)} bare` : ''}`);
+      batchCurve.push({ size, pair });
+    }
+    const fnvRow = { hex: Buffer.from(fnv1a(loadArgs(64))).toString('hex') };
+    const batchGuests: GrpcBenchResult['batchGuests'] = [];
+    for (const g of [
+      { name: 'echo guest, invoke-batch', module: 'batch-echo', entry: true, expect: 'echo' as const },
+      { name: 'FNV-1a guest, per-row invoke', module: 'hash', entry: false, expect: fnvRow },
+      { name: 'FNV-1a guest, invoke-batch', module: 'hash-batch', entry: true, expect: fnvRow },
+    ]) {
+      const runs: LoadResult[] = [];
+      for (let r = 0; r < o.rounds; r++) {
+        runs.push(await client.run(job(ours, { mode: 'stream', batch: BATCH_ROWS, concurrency: batchWindow(BATCH_ROWS), bytes: 64, module: g.module, expect: g.expect })));
+        tally(o, `gRPC batch stream, ${BATCH_ROWS} rows, ${g.name}`, runs.at(-1)!);
+      }
+      o.log(`  batch stream, ${BATCH_ROWS} rows, ${g.name}: ${medianOps(runs).toFixed(0)} rows/s${sumErrors(runs) ? `, ERRORS ${sumErrors(runs)}` : ''}`);
+      batchGuests.push({ name: g.name, module: g.module, entry: g.entry, runs });
+    }
+
     // the KV guest's counter moves, so any value will do there
     const soloLoads: { name: string; module: string; bytes: number; expect?: LoadJob['expect'] }[] = [
       { name: 'unary c=16, KV guest (get + set, committed)', module: 'kv', bytes: 64 },
@@ -162,7 +201,7 @@ export async function grpcBench(o: GrpcBenchOptions): Promise<GrpcBenchResult> {
 
     const cold = await coldPath(o, ours.address, ours.token, o.quick ? 3 : 8);
     o.log(`  cold path: push ${cold.pushMs.toFixed(1)} ms, push + first call ${cold.firstCallMs.toFixed(1)} ms`);
-    return { pairs, solo, coldFirstCallMs: cold.firstCallMs, pushMs: cold.pushMs };
+    return { pairs, batchCurve, batchGuests, solo, coldFirstCallMs: cold.firstCallMs, pushMs: cold.pushMs };
   } finally {
     await client.close();
     await Promise.all([bare.stop(), ours.stop()]);

@@ -1,4 +1,4 @@
-// `npm run bench [-- --quick] [-- --json] [-- --chart FILE]`: every figure measured side
+// `npm run bench [-- --quick] [-- --json] [-- --chart FILE] [-- --batch-chart FILE]`: every figure measured side
 // by side in one run (these machines are noisy), medians of rounds, ratios per pair.
 // Prints a table; with --json, one JSON object as the last line; writes the chart SVG.
 // Every measured call is checked: the JSON has `errors` (wrong answers, failed calls) and
@@ -11,7 +11,7 @@ import { availableParallelism, cpus } from 'node:os';
 import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import { lineChartSvg } from './chart.js';
-import { grpcBench, medianOps, pairRatio, sumErrors } from './grpc-bench.js';
+import { BATCH_ROWS, grpcBench, medianOps, pairRatio, sumErrors } from './grpc-bench.js';
 import { runtimeBench } from './runtime-bench.js';
 import { ErrorTally, median } from './stats.js';
 
@@ -30,6 +30,7 @@ async function bench() {
       quick: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
       chart: { type: 'string', default: 'bench/out/throughput.svg' },
+      'batch-chart': { type: 'string', default: 'bench/out/batch.svg' },
     },
   });
   const quick = values.quick!;
@@ -46,6 +47,12 @@ async function bench() {
   const pair = (name: string) => g.pairs.find((p) => p.name === name)!;
   const unary16 = pair('unary c=16, 64 B');
   const stream64 = pair('stream, 64 B');
+  const batchPair = g.batchCurve.find((b) => b.size === BATCH_ROWS)!.pair;
+  const bareBatch = medianOps(batchPair.bare);
+  const guest = (module: string) => medianOps(g.batchGuests.find((b) => b.module === module)!.runs);
+  // the issue's targets: rows/s with per-row invoke and with invoke-batch, against the bare server's rows/s at the same batch size
+  const batchRowsInvoke = medianOps(batchPair.ours);
+  const batchRowsEntry = guest('batch-echo');
   const summary = {
     unary_ratio: pairRatio(unary16),
     stream_ratio: pairRatio(stream64),
@@ -68,6 +75,14 @@ async function bench() {
     unary_c1_ratio: pairRatio(pair('unary c=1, 64 B')),
     unary_c64_ratio: pairRatio(pair('unary c=64, 64 B')),
     stream_4k_ratio: pairRatio(pair('stream, 4 KiB')),
+    batch_rows_per_sec_invoke: batchRowsInvoke,
+    batch_rows_per_sec_invoke_batch: batchRowsEntry,
+    batch_rows_per_sec_fnv_invoke: guest('hash'),
+    batch_rows_per_sec_fnv_invoke_batch: guest('hash-batch'),
+    batch_rows_per_sec_bare: bareBatch,
+    batch_ratio: batchRowsEntry / bareBatch,
+    batch_ratio_invoke: pairRatio(batchPair),
+    batch_vs_item: batchRowsInvoke / medianOps(stream64.ours),
     seconds: (performance.now() - started) / 1000,
   };
   const totalErrors = errors.errors;
@@ -78,6 +93,8 @@ async function bench() {
     '| workload | plughost | bare grpc-js | ratio | errors (plughost / bare) |',
     '| --- | --- | --- | --- | --- |',
     ...g.pairs.map((p) => `| ${p.name} | ${n(medianOps(p.ours))}/s (p99 ${n(median(p.ours.map((r) => r.p99Us)))} µs) | ${n(medianOps(p.bare))}/s (p99 ${n(median(p.bare.map((r) => r.p99Us)))} µs) | ${pairRatio(p).toFixed(2)} | ${sumErrors(p.ours)} / ${sumErrors(p.bare)} |`),
+    ...g.batchCurve.map(({ pair: p }) => `| ${p.name}, echo guest (per-row invoke) | ${n(medianOps(p.ours))} rows/s (p99 ${n(median(p.ours.map((r) => r.p99Us)))} µs per batch) | ${n(medianOps(p.bare))} rows/s | ${pairRatio(p).toFixed(2)} | ${sumErrors(p.ours)} / ${sumErrors(p.bare)} |`),
+    ...g.batchGuests.map((b) => `| batch stream, ${BATCH_ROWS} rows of 64 B, ${b.name} | ${n(medianOps(b.runs))} rows/s (p99 ${n(median(b.runs.map((r) => r.p99Us)))} µs per batch) | ${n(bareBatch)} rows/s | ${(medianOps(b.runs) / bareBatch).toFixed(2)} | ${sumErrors(b.runs)} |`),
     ...g.solo.map((s) => `| ${s.name} | ${n(medianOps(s.runs))}/s (p99 ${n(median(s.runs.map((r) => r.p99Us)))} µs) | | | ${sumErrors(s.runs)} |`),
     '',
     '| measure | value |',
@@ -86,6 +103,7 @@ async function bench() {
     `| warm call through the Runtime API, sequential | ${n(summary.runtime_call_us)} µs (${(summary.runtime_call_us / summary.inthread_call_us).toFixed(1)}x the floor) |`,
     `| warm call through the Runtime API, 16 in flight | ${n(summary.runtime_pipelined_call_us)} µs each |`,
     `| Stream items/s over unary calls/s (c=16) | ${summary.stream_vs_unary.toFixed(2)}x |`,
+    `| batch rows/s (${BATCH_ROWS} per batch, per-row invoke) over Stream items/s | ${summary.batch_vs_item.toFixed(1)}x |`,
     `| new controller (instantiate in its worker) | ${n(summary.new_controller_ms)} ms |`,
     `| push over gRPC (verify + compile) | ${n(summary.push_ms)} ms |`,
     `| push, then the first call, over gRPC | ${n(summary.cold_first_call_ms)} ms |`,
@@ -112,6 +130,14 @@ async function bench() {
   mkdirSync(dirname(values.chart!), { recursive: true });
   writeFileSync(values.chart!, svg);
   log(`chart: ${values.chart}`);
+  const batchSvg = lineChartSvg('Stream batches of 64 B rows, echo guest (medians)', 'rows per batch', 'rows / s', [
+    { name: 'bare grpc-js', color: '#888', points: g.batchCurve.map(({ size, pair: p }) => ({ x: size, y: medianOps(p.bare) })) },
+    { name: 'plughost', color: '#1f6feb', points: g.batchCurve.map(({ size, pair: p }) => ({ x: size, y: medianOps(p.ours) })) },
+  ]);
+  const batchChart = values['batch-chart']!;
+  mkdirSync(dirname(batchChart), { recursive: true });
+  writeFileSync(batchChart, batchSvg);
+  log(`chart: ${batchChart}`);
   if (totalErrors > 0) {
     log('');
     log(`BENCH RUN HAD ${totalErrors} ERRORS — numbers are not valid`);

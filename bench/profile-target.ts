@@ -121,21 +121,26 @@ if (grpc) {
   // the load runs in its own process, not profiled (its own execArgv: no --cpu-prof)
   const client = fork(fileURLToPath(new URL('./load-client.ts', import.meta.url)), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const clientExited = new Promise<void>((r) => client.once('exit', () => r()));
-  const host = await Plughost.start({ listen: '127.0.0.1:0', dataDir, workers: 2, stream: { defaultWindow: 64, maxWindow: 1024 }, metrics: { listen: '' }, log: { level: 'warn' } });
+  const host = await Plughost.start({ listen: '127.0.0.1:0', dataDir, workers: 2, stream: { defaultWindow: 64, maxWindow: 65536 }, metrics: { listen: '' }, log: { level: 'warn' } });
   try {
     await host.registry.push({ name: 'echo', version: '1.0.0' }, await fixture('echo'));
+    await host.registry.push({ name: 'batch-echo', version: '1.0.0' }, await fixture('batch-echo'));
     const { token } = host.tokens.add({ subject: 'profile', tenant: 'profile', admin: false, modules: ['*'], kv: 'none' });
     type Result = { ops: number; errors: number; firstError?: string };
-    const load = (mode: 'unary' | 'stream', concurrency: number, s: number) =>
+    const load = (mode: 'unary' | 'stream', concurrency: number, s: number, batch?: { rows: number; module: string }) =>
       new Promise<Result>((resolve, reject) => {
         client.once('message', (m: { result?: Result; error?: string }) => (m.result ? resolve(m.result) : reject(new Error(`load client: ${m.error}`))));
-        client.send({ address: host.address, token, mode, concurrency, seconds: s, bytes: 64, module: 'echo', expect: 'echo' });
+        client.send({ address: host.address, token, mode, concurrency, seconds: s, bytes: 64, module: batch?.module ?? 'echo', expect: 'echo', batch: batch?.rows });
       });
     await load('unary', 16, 0.3);
     await load('stream', 64, 0.3);
     const asCalls = (r: Result) => ({ calls: r.ops, errors: r.errors, firstError: r.firstError });
     await phase('gRPC Invoke, c=16', async () => asCalls(await load('unary', 16, seconds)));
     await phase('gRPC Stream, 64 outstanding', async () => asCalls(await load('stream', 64, seconds)));
+    // a call here is a row: batches of 1,024, four in flight
+    await load('stream', 4096, 0.3, { rows: 1024, module: 'echo' });
+    await phase('gRPC Stream, batches of 1,024 rows (per-row invoke)', async () => asCalls(await load('stream', 4096, seconds, { rows: 1024, module: 'echo' })));
+    await phase('gRPC Stream, batches of 1,024 rows (invoke-batch)', async () => asCalls(await load('stream', 4096, seconds, { rows: 1024, module: 'batch-echo' })));
   } finally {
     client.disconnect();
     await clientExited;

@@ -1,5 +1,6 @@
 // The servers a benchmark measures, each run as a child process of the benchmark:
-// `bare` (grpc-js echoing the same PluginService messages, no runtime: the floor) and
+// `bare` (grpc-js echoing the same PluginService messages, items and batches, no runtime:
+// the floor) and
 // `plughost` (the real service, with the bench guests pushed). Over IPC the child says
 // `{ address, token }` once it listens, and closes when told `stop` or when its parent goes.
 import { create } from '@bufbuild/protobuf';
@@ -11,10 +12,12 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { InvokeResponseSchema, PluginService, StreamResponseSchema, type InvokeRequest, type InvokeResponse, type StreamRequest, type StreamResponse } from '../gen/plughost/v1/plugin_pb.js';
 import { grpcServiceDefinition } from '../src/service/grpc-definition.js';
+import { encodeStreamResponse } from '../src/service/stream-wire.js';
 import { Plughost } from '../src/service/plughost.js';
 import { fixture } from '../test/fixtures/build.js';
 
-export const BENCH_GUESTS = ['echo', 'kv', 'hash'] as const;
+/** Guests pushed to the bench's plughost; `batch-echo` and `hash-batch` also export invoke-batch. */
+export const BENCH_GUESTS = ['echo', 'kv', 'hash', 'batch-echo', 'hash-batch'] as const;
 export type ServerKind = 'bare' | 'plughost';
 
 interface Running {
@@ -25,14 +28,20 @@ interface Running {
 
 async function bare(): Promise<Running> {
   const server = new Server();
-  server.addService(grpcServiceDefinition(PluginService), {
+  // answers encoded as plughost encodes them (src/service/stream-wire.ts): the floor is the transport
+  server.addService(grpcServiceDefinition(PluginService, { stream: encodeStreamResponse }), {
     invoke(call: ServerUnaryCall<InvokeRequest, InvokeResponse>, cb: sendUnaryData<InvokeResponse>) {
       cb(null, create(InvokeResponseSchema, { result: { case: 'value', value: call.request.args }, moduleHash: 'bare' }));
     },
     stream(call: ServerDuplexStream<StreamRequest, StreamResponse>) {
       call.on('data', (req: StreamRequest) => {
-        if (req.kind.case !== 'item') return;
-        const ok = call.write(create(StreamResponseSchema, { id: req.kind.value.id, outcome: { result: { case: 'value', value: req.kind.value.args } } }));
+        let response: StreamResponse;
+        if (req.kind.case === 'item') response = create(StreamResponseSchema, { id: req.kind.value.id, outcome: { result: { case: 'value', value: req.kind.value.args } } });
+        else if (req.kind.case === 'batch') {
+          const b = req.kind.value;
+          response = create(StreamResponseSchema, { id: b.firstId, moduleHash: 'bare', batch: { firstId: b.firstId, outcomes: b.rows.map((value) => ({ result: { case: 'value' as const, value } })) } });
+        } else return;
+        const ok = call.write(response);
         if (!ok) {
           call.pause();
           call.once('drain', () => call.resume());
@@ -47,7 +56,7 @@ async function bare(): Promise<Running> {
 
 async function plughost(): Promise<Running> {
   const dataDir = mkdtempSync(join(tmpdir(), 'plughost-bench-'));
-  const host = await Plughost.start({ listen: '127.0.0.1:0', dataDir, stream: { defaultWindow: 64, maxWindow: 1024 }, metrics: { listen: '' }, log: { level: 'warn' } });
+  const host = await Plughost.start({ listen: '127.0.0.1:0', dataDir, stream: { defaultWindow: 64, maxWindow: 65536 }, metrics: { listen: '' }, log: { level: 'warn' } });
   for (const name of BENCH_GUESTS) await host.registry.push({ name, version: '1.0.0' }, await fixture(name));
   const { token } = host.tokens.add({ subject: 'bench', tenant: 'bench', admin: true, modules: ['*'], kv: 'write' });
   return {

@@ -20,8 +20,16 @@ interface Example {
   core(dir: string, tmp: string): Uint8Array;
 }
 
-/** AssemblyScript cannot export names with '-': its `list_functions` is renamed to the ABI's `list-functions`. */
-const AS_RENAMES = ['list_functions', 'function_args', 'function_returns', 'function_writeable', 'function_comment'];
+/** AssemblyScript cannot export names with '-': its exports are renamed to the ABI's (`list_functions` to `list-functions`). */
+const AS_RENAMES: Record<string, string> = {
+  list_functions: 'list-functions',
+  function_args: 'function-args',
+  function_returns: 'function-returns',
+  function_writeable: 'function-writeable',
+  function_comment: 'function-comment',
+  invoke_batch: 'invoke-batch',
+  cabi_post_invoke_batch: 'cabi_post_invoke-batch',
+};
 
 const EXAMPLES: Example[] = [
   {
@@ -48,11 +56,11 @@ const EXAMPLES: Example[] = [
   },
 ];
 
-async function componentize(core: Uint8Array, renames: string[]): Promise<Uint8Array> {
+async function componentize(core: Uint8Array, renames: Record<string, string>): Promise<Uint8Array> {
   let module = core;
-  if (renames.length) {
+  if (Object.keys(renames).length) {
     let wat = await print(core);
-    for (const r of renames) wat = wat.replaceAll(`(export "${r}"`, `(export "${r.replaceAll('_', '-')}"`);
+    for (const [from, to] of Object.entries(renames)) wat = wat.replaceAll(`(export "${from}"`, `(export "${to}"`);
     module = await parse(wat);
   }
   const embedded = await componentEmbed({ binary: module, witSource, world: 'plugin', stringEncoding: 'utf8' });
@@ -64,7 +72,7 @@ export async function buildExample(name: string): Promise<Uint8Array> {
   if (!ex) throw new Error(`no example ${name}; there are: ${EXAMPLES.map((e) => e.name).join(', ')}`);
   const tmp = mkdtempSync(join(tmpdir(), `plughost-${name}-`));
   try {
-    return await componentize(ex.core(join(here, name), tmp), name.endsWith('-as') ? AS_RENAMES : []);
+    return await componentize(ex.core(join(here, name), tmp), name.endsWith('-as') ? AS_RENAMES : {});
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }

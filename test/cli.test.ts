@@ -8,8 +8,8 @@ import { runCli } from './helpers/cli.js';
 import { tempDir } from './helpers/kv.js';
 import { startPlughost } from './helpers/service.js';
 
-async function setup(t: Parameters<typeof startPlughost>[0]) {
-  const host = await startPlughost(t);
+async function setup(t: Parameters<typeof startPlughost>[0], config: Parameters<typeof startPlughost>[1] = {}) {
+  const host = await startPlughost(t, config);
   const dir = tempDir(t);
   const files: Record<string, string> = {};
   for (const name of ['echo', 'introspect', 'faults', 'kv']) {
@@ -95,6 +95,39 @@ test('stream: NDJSON items in, one NDJSON result per item out, in order when ask
   t.deepEqual(out[4], { id: 6, value: [1, 2, 3] });
   t.regex(r.stderr, /line 3: not JSON/);
   t.regex(r.stderr, /5 results for 5 items \(1 failed\); 1 bad input lines skipped/);
+});
+
+test('stream --batch N: consecutive items for one module and function go as one batch; still one NDJSON result per item, with its id', async (t) => {
+  // a server that takes at most 2 rows per batch shows how the CLI grouped the items
+  const { files, env } = await setup(t, { stream: { maxBatchRows: 2 } });
+  for (const name of ['faults', 'echo']) t.is((await runCli(['push', files[name]!, '--name', name, '--version', '1.0.0'], { env })).code, 0);
+  const lines = [
+    '{"id":1,"args":{"n":1}}',
+    '{"id":2,"args":{"n":2}}',
+    '{"id":3,"args":{"n":3}}', // a new batch: the first one is full
+    '{"id":4,"module":"faults","fn":"err"}', // another module: a new batch
+    'not json',
+    '{"id":7,"module":"faults","fn":"trap"}',
+    '{"id":9,"module":"faults","fn":"trap"}', // ids that do not follow on: sent as ids
+    '{"id":10,"module":"nope"}', // the whole batch fails: its row says so
+  ];
+  const r = await runCli(['stream', 'echo', '--ordered', '--batch', '2'], { env, input: lines.join('\n') + '\n' });
+  t.is(r.code, 1, 'a skipped line makes the exit non-zero');
+  const out = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  t.deepEqual(out.map((o) => o.id), [1, 2, 3, 4, 7, 9, 10]);
+  t.deepEqual(out.slice(0, 3), [{ id: 1, value: { n: 1 } }, { id: 2, value: { n: 2 } }, { id: 3, value: { n: 3 } }]);
+  t.is(out[3]!.guest_error, 'boom: the guest said no');
+  t.like(out[4], { failure: 'TRAP', code: 'TRAP' });
+  t.like(out[5], { failure: 'TRAP', code: 'TRAP' });
+  t.like(out[6], { failure: 'NOT_FOUND', code: 'NOT_FOUND', message: 'no module named nope' });
+  t.regex(r.stderr, /7 results for 7 items \(3 failed\); 1 bad input lines skipped/);
+
+  // three rows in one batch are over the server's cap of two: each row's line says so
+  const over = await runCli(['stream', 'echo', '--batch', '3'], { env, input: '{"args":1}\n{"args":2}\n{"args":3}\n' });
+  const failures = over.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  t.deepEqual(failures.map((f) => [f.id, f.failure, f.code]), [1, 2, 3].map((id) => [id, 'INVALID_ARGUMENT', 'INVALID_ARGUMENT']));
+  t.regex(String(failures[0]!.message), /3 rows is over the server's cap of 2 \(stream.maxBatchRows\)/);
+  t.is(over.code, 0, 'every item was answered (failures are answers)');
 });
 
 test('tokens add / ls / rm edit the token file, and the running server honours them within a second', async (t) => {

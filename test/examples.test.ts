@@ -7,11 +7,19 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { exampleModules } from '../src/cli/serve.js';
 import { runCli } from './helpers/cli.js';
-import { tempDir } from './helpers/kv.js';
+import { inThreadGuest, mapKv, type BatchRow } from './helpers/in-thread.js';
+import { lmdbStore, tempDir } from './helpers/kv.js';
+import { ctx, manager } from './helpers/runtime.js';
 import { clients, push, startPlughost } from './helpers/service.js';
+import type { RowOutcome } from '../src/runtime/runtime.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array | undefined) => new TextDecoder().decode(b);
+const example = (name: string) => readFileSync(exampleModules().find((e) => e.name === name)!.wasm);
+/** A batch answer as text: "ok <value>" or "err <message>". */
+const rowText = (r: BatchRow) => (r.tag === 'ok' ? `ok ${dec(r.val)}` : `err ${r.val}`);
+const outcomeText = (o: RowOutcome) => (o.ok ? `ok ${dec(o.value)}` : 'guestError' in o ? `err ${o.guestError}` : `failure ${o.failure.code}`);
+const fnvHex = (data: Uint8Array) => data.reduce((h, x) => Math.imul(h ^ x, 0x01000193) >>> 0, 0x811c9dc5).toString(16).padStart(8, '0');
 
 test('the examples are what their manifests say', (t) => {
   t.deepEqual(exampleModules().map((e) => `${e.name}@${e.version}`).sort(), ['stats@1.0.0', 'text@1.0.0']);
@@ -51,13 +59,46 @@ test('stats (C): Jaccard similarity, FNV-1a, and a KV counter', async (t) => {
   t.is(dec((await call('jaccard', enc('the cat sat\nthe cat ran'))).value as Uint8Array), '0.500');
   t.is(dec((await call(undefined, enc('a b\nc d'))).value as Uint8Array), '0.000');
   const data = new Uint8Array(1000).map((_, i) => i * 31);
-  const fnv = data.reduce((h, x) => Math.imul(h ^ x, 0x01000193) >>> 0, 0x811c9dc5);
-  t.is(dec((await call('fnv1a', data)).value as Uint8Array), fnv.toString(16).padStart(8, '0'));
+  t.is(dec((await call('fnv1a', data)).value as Uint8Array), fnvHex(data));
   t.is(dec((await call('count', enc('visits'))).value as Uint8Array), '1');
   t.is(dec((await call('count', enc('visits'))).value as Uint8Array), '2');
   const unknown = await t.throwsAsync(call('nope', enc('')));
   t.is(ConnectError.from(unknown).code, Code.NotFound);
   t.regex(unknown!.message, /stats has no function nope; it has: \(default\), jaccard, fnv1a, count/, 'refused before the guest runs');
+});
+
+test('invoke-batch of both examples, called in-thread through jco: one result per row in row order, as invoke answers each row', async (t) => {
+  const text = await inThreadGuest(example('text'), mapKv());
+  const sim = ['kitten\nsitting', 'same\nsame', 'one line only', '\n'].map(enc);
+  t.deepEqual(text.invokeBatch(undefined, sim).map(rowText), ['ok 0.571', 'ok 1.000', 'err similarity takes two lines of text: a, a newline, then b', 'ok 1.000']);
+  t.deepEqual(text.invokeBatch('distance', ['flaw\nlawn', 'kitten\nsitting'].map(enc)).map(rowText), ['ok 2', 'ok 3']);
+  t.deepEqual(text.invokeBatch('count', ['apple', 'apple', '', 'pear'].map(enc)).map(rowText), ['ok 1', 'ok 2', 'err count takes a word', 'ok 1'], 'a row sees the rows before it');
+  t.deepEqual(text.invokeBatch('peek', ['apple'].map(enc)).map(rowText), ['ok 2']);
+  t.deepEqual(text.invokeBatch('similarity', []), []);
+  t.deepEqual(text.invokeBatch('', [enc('a\nb')]).map(rowText), ['err no function ; try similarity, distance, count or peek'], 'an empty name (which jco passes unallocated) is only an unknown function');
+  t.deepEqual([0, 1, 3].map((i) => dec(text.invoke(undefined, sim[i]!))), ['0.571', '1.000', '1.000']);
+
+  const stats = await inThreadGuest(example('stats'), mapKv());
+  const data = [new Uint8Array(), enc('hello'), new Uint8Array(1000).map((_, i) => i * 31)];
+  t.deepEqual(stats.invokeBatch('fnv1a', data).map(rowText), data.map((d) => `ok ${fnvHex(d)}`));
+  t.deepEqual(stats.invokeBatch(undefined, ['the cat sat\nthe cat ran', 'no newline', 'a b\nc d'].map(enc)).map(rowText), ['ok 0.500', 'err jaccard takes two lines of text: a, a newline, then b', 'ok 0.000']);
+  t.deepEqual(stats.invokeBatch('count', ['visits', 'visits', ''].map(enc)).map(rowText), ['ok 1', 'ok 2', 'err count takes a key']);
+  t.deepEqual(stats.invokeBatch('nope', [enc('a'), enc('b')]).map(rowText), ['err no such function; try jaccard, fnv1a or count', 'err no such function; try jaccard, fnv1a or count']);
+  t.deepEqual(stats.invokeBatch('', [enc('a')]).map(rowText), ['err no such function; try jaccard, fnv1a or count'], 'an empty name is only an unknown function');
+  t.is(dec(stats.invoke('fnv1a', enc('hello'))), '4f9f2cab', 'the instance still serves single calls');
+});
+
+test('Runtime.invokeBatch of both examples: row values in row order, an err row fails alone, and KV writes of the other rows stay', async (t) => {
+  const store = lmdbStore(t);
+  const m = await manager(t, { store });
+  const [text, stats] = await Promise.all([m.load(example('text'), { name: 'text' }), m.load(example('stats'), { name: 'stats' })]);
+  const run = async (rt: typeof text, fn: string | undefined, rows: string[]) => (await rt.invokeBatch(ctx(), fn, rows.map(enc))).map(outcomeText);
+  t.deepEqual(await run(text, 'similarity', ['kitten\nsitting', 'one line only', 'plughost\nplughosts']), ['ok 0.571', 'err similarity takes two lines of text: a, a newline, then b', 'ok 0.889']);
+  t.deepEqual(await run(stats, 'fnv1a', ['', 'hello']), ['ok 811c9dc5', 'ok 4f9f2cab']);
+  t.deepEqual(await run(stats, 'count', ['k1', '', 'k2']), ['ok 1', 'err count takes a key', 'ok 1']);
+  t.deepEqual(await run(stats, 'count', ['k1', 'k2']), ['ok 2', 'ok 2'], 'the first batch\'s writes were committed');
+  t.deepEqual(await run(text, 'count', ['apple', '']), ['ok 1', 'err count takes a word']);
+  t.deepEqual(await run(text, 'peek', ['apple']), ['ok 1']);
 });
 
 test('plughost serve: the first start prints the admin token and pushes the examples; SIGTERM stops it cleanly', async (t) => {

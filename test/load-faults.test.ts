@@ -63,7 +63,7 @@ test.serial(`faults under load: 16 callers for ${SECONDS} s, every call answered
   const rssAfterCalm = process.memoryUsage().rss;
   const storm = await phase(SECONDS, 4);
   t.deepEqual(calm.wrong, []);
-  t.deepEqual(storm.wrong.slice(0, 10), [], `${storm.wrong.length} wrong outcomes`);
+  t.deepEqual(storm.wrong.slice(0, 10), [], `${storm.wrong.length} wrong outcomes: ${storm.wrong.slice(0, 3).join('; ')}`);
   t.true(storm.counts.loop! > 5 && storm.counts.bomb! > 5 && storm.counts.trap! > 5, JSON.stringify(storm.counts));
 
   // every successful increment, and only those, is in the counter
@@ -71,19 +71,20 @@ test.serial(`faults under load: 16 callers for ${SECONDS} s, every call answered
   t.is(n, calm.increments + storm.increments);
 
   // pools settle back: nothing in use, nobody waiting, the workers all there. No module had
-  // more than its 16 callers at once, so none keeps more controllers than that (the pool
-  // caps, 64 a module, would hide a leak of controllers)
+  // more than its 16 callers at once; a call takes a new controller on a free worker rather
+  // than an idle one on a busy worker (module-pool.ts takeIdle), so each worker may keep up
+  // to 16 of a module's, and no more (the pool caps, 64 a module, would hide a leak)
+  const stats = host.manager.stats();
   for (const m of ['echo', 'kv', 'faults']) {
     const p = (await c.modules.describeModule({ module: m })).pool!;
     t.is(p.inUse, 0, `${m} in use`);
     t.is(p.waiters, 0, `${m} waiters`);
-    t.true(p.idle <= 16, `${m} idle ${p.idle}`);
+    t.true(p.idle <= 16 * stats.workers, `${m} idle ${p.idle}`);
   }
-  const stats = host.manager.stats();
   t.is(stats.workers, 2, 'as many workers as before the storm');
   t.is(host.manager.workers.filter((w) => w.alive).length, stats.workers);
   t.true(stats.workerRestarts >= storm.counts.loop!, `a worker was replaced for each loop (${stats.workerRestarts} restarts)`);
-  t.true(stats.liveControllers <= 3 * 16, `${stats.liveControllers} live controllers`);
+  t.true(stats.liveControllers <= 3 * 16 * stats.workers, `${stats.liveControllers} live controllers`);
   globalThis.gc?.();
   const rssAfter = process.memoryUsage().rss;
   // measured on a quiet run: the storm (~60 workers replaced, ~19k calls) adds 49 MiB over

@@ -54,6 +54,13 @@ test('the README\'s grpcurl session runs as written against a first start of plu
   t.regex(r.stdout, new RegExp(`"value": "${claimed}"`), `Invoke answers what the README shows (${claimed})`);
   const streamIds = [...r.stdout.matchAll(/"id": "(\d+)",\s*"outcome": \{\s*"value": "[^"]+"/g)].map((m) => m[1]);
   t.deepEqual(streamIds, ['1', '2'], 'the Stream answers both items, in order');
+  const batch = /"id": "10",\s*"moduleHash": "sha256:[0-9a-f]{64}",\s*"batch": \{\s*"firstId": "10",\s*"outcomes": \[([^\]]*)\]/.exec(r.stdout);
+  t.truthy(batch, 'the batch is answered by one message with its first id and the module hash');
+  const rowValues = [...(batch?.[1] ?? '').matchAll(/"value": "([^"]+)"/g)].map((m) => m[1]);
+  t.is(rowValues.length, 2, 'one outcome per row');
+  // fnv1a of "one" and "two" as the items above answered them
+  const itemValues = [...r.stdout.matchAll(/"id": "[12]",\s*"outcome": \{\s*"value": "([^"]+)"/g)].map((m) => m[1]);
+  t.deepEqual(rowValues, itemValues, 'each row has the outcome its item had, in row order');
   t.regex(r.stdout, /"name": "echo",\s*"version": "1\.0\.0"/, 'PushModule answers with the pushed module');
   t.regex(r.stdout, /"created": true/);
 });

@@ -2,7 +2,7 @@
 // (Debian's clang + wasi-libc, no WASI imports: only malloc and friends). The canonical
 // ABI is written by hand (see ../README.md).
 //
-// Functions (args and results are UTF-8 text):
+// Functions (args and results are UTF-8 text; each also per row through invoke-batch):
 //   jaccard   "a\nb" -> Jaccard similarity of the two lines' word sets, 0..1, e.g. "0.500"
 //   fnv1a     any bytes -> their 32-bit FNV-1a hash as 8 hex digits
 //   count     "key" -> adds one to that key's counter in KV, returns the new count
@@ -31,6 +31,9 @@ static char *copy(const char *s, size_t n) { char *p = malloc(n ? n : 1); memcpy
 static ret4 *ok_text(const char *s, size_t n) { RET.tag = 0; RET.a = (uint32_t)copy(s, n); RET.b = n; return &RET; }
 static ret4 *err_str(const char *s) { RET.tag = 1; RET.a = (uint32_t)copy(s, strlen(s)); RET.b = strlen(s); return &RET; }
 static int is(const char *n, size_t nl, const char *s) { return strlen(s) == nl && memcmp(n, s, nl) == 0; }
+// jco passes an empty string as (1, 0) without allocating it: free a name only when it has bytes
+// (a list, such as args or a row, is always allocated, even when empty)
+static void free_name(int32_t has_name, char *name, size_t len) { if (has_name && len) free(name); }
 
 static size_t fmt_uint(char *out, uint64_t v) {
   char tmp[24]; size_t n = 0;
@@ -100,20 +103,53 @@ static ret4 *count(const char *key, size_t len) {
   return ok_text(out, on);
 }
 
+// one call of a function: the result's bytes (ok or err) are malloc'd, for the post-return to free
+static ret4 *run(int32_t has_name, const char *name, size_t name_len, const uint8_t *args, size_t args_len) {
+  if (!has_name || is(name, name_len, "jaccard")) return jaccard((const char *)args, args_len);
+  if (is(name, name_len, "fnv1a")) return fnv1a(args, args_len);
+  if (is(name, name_len, "count")) return count((const char *)args, args_len);
+  return err_str("no such function; try jaccard, fnv1a or count");
+}
+
 EXPORT("invoke")
 ret4 *invoke(int32_t has_name, char *name, size_t name_len, uint8_t *args, size_t args_len) {
-  ret4 *r;
-  if (!has_name || is(name, name_len, "jaccard")) r = jaccard((const char *)args, args_len);
-  else if (is(name, name_len, "fnv1a")) r = fnv1a(args, args_len);
-  else if (is(name, name_len, "count")) r = count((const char *)args, args_len);
-  else r = err_str("no such function; try jaccard, fnv1a or count");
-  if (has_name) free(name);
+  ret4 *r = run(has_name, name, name_len, args, args_len);
+  free_name(has_name, name, name_len);
   free(args);
   return r;
 }
 
 EXPORT("cabi_post_invoke")
 void post_invoke(ret4 *r) { free((void *)r->a); }
+
+// ---- invoke-batch: many rows of one function in one entry, one result per row, in row order ----
+// Every function works here, count too: the entry is one KV transaction, committed when it
+// returns, so a row's err does not undo the other rows' counts.
+typedef struct { uint8_t *p; uint32_t n; } row;                  // list<u8>: ptr, len (8 bytes)
+typedef struct { uint8_t tag; uint32_t p, n; } row_result;       // result<list<u8>, string>: 12 bytes, align 4
+_Static_assert(sizeof(row) == 8 && sizeof(row_result) == 12, "canonical ABI element sizes");
+static uint32_t BATCH_RET[2];                                    // list<row_result>: ptr, count
+
+EXPORT("invoke-batch")
+uint32_t *invoke_batch(int32_t has_name, char *name, size_t name_len, row *rows, size_t n) {
+  row_result *out = malloc(n ? n * sizeof *out : 1);
+  for (size_t i = 0; i < n; i++) {
+    ret4 *r = run(has_name, name, name_len, rows[i].p, rows[i].n);
+    out[i] = (row_result){ r->tag, r->a, r->b };
+    free(rows[i].p);
+  }
+  free_name(has_name, name, name_len);
+  free(rows);
+  BATCH_RET[0] = (uint32_t)out; BATCH_RET[1] = n;  // exactly one result per row
+  return BATCH_RET;
+}
+
+EXPORT("cabi_post_invoke-batch")
+void post_invoke_batch(uint32_t *ret) {
+  row_result *out = (row_result *)ret[0];
+  for (uint32_t i = 0; i < ret[1]; i++) free((void *)out[i].p);
+  free(out);
+}
 
 // ---- introspection: what `plughost describe` shows (static data, nothing to free) ----
 typedef struct { uint8_t some; const char *p; uint32_t n; } opt_str;
@@ -128,7 +164,7 @@ static const str_pair KEY[] = { { S("key"), S("string") } };
 // 0 = jaccard (the default), 1 = fnv1a, 2 = count, -1 = unknown
 static int which(int32_t has_name, char *name, size_t len) {
   int f = !has_name ? 0 : is(name, len, "jaccard") ? 0 : is(name, len, "fnv1a") ? 1 : is(name, len, "count") ? 2 : -1;
-  if (has_name) free(name);
+  free_name(has_name, name, len);
   return f;
 }
 static ret4 *no_such(void) { static const char m[] = "no such function"; RET.tag = 1; RET.a = (uint32_t)m; RET.b = sizeof m - 1; return &RET; }

@@ -7,6 +7,7 @@
 //   distance     "a\nb" -> Levenshtein edit distance, e.g. "3"
 //   count        "word" -> adds one to that word's counter in KV, returns the new count
 //   peek         "word" -> the word's count without changing it (read-only KV)
+// Each also takes many rows in one entry through invoke-batch (one result per row).
 
 // ---- host imports: plughost:plugin/host@0.1.0 ----
 @external("plughost:plugin/host@0.1.0", "kv-get")
@@ -121,15 +122,53 @@ function invokeText(fn: string, args: string): usize {
   return err("no function " + fn + "; try similarity, distance, count or peek");
 }
 
+/** The function's name (the default: similarity), its bytes freed. */
+function takeName(hasName: i32, namePtr: usize, nameLen: usize): string {
+  if (!hasName) return "similarity";
+  const fn = String.UTF8.decodeUnsafe(namePtr, nameLen);
+  // jco passes an empty string as (1, 0) without allocating it; a list (args, a row) is always allocated
+  if (nameLen) heap.free(namePtr);
+  return fn;
+}
+
+/** A list<u8> the host passed in, as text, its bytes freed. */
+function takeText(ptr: usize, len: usize): string {
+  const s = String.UTF8.decodeUnsafe(ptr, len);
+  heap.free(ptr);
+  return s;
+}
+
 export function invoke(hasName: i32, namePtr: usize, nameLen: usize, argsPtr: usize, argsLen: usize): usize {
-  const fn = hasName ? String.UTF8.decodeUnsafe(namePtr, nameLen) : "similarity";
-  const args = String.UTF8.decodeUnsafe(argsPtr, argsLen);
-  if (hasName) heap.free(namePtr);
-  if (argsLen) heap.free(argsPtr);
-  return invokeText(fn, args);
+  const fn = takeName(hasName, namePtr, nameLen);
+  return invokeText(fn, takeText(argsPtr, argsLen));
 }
 export function cabi_post_invoke(ret: usize): void {
   heap.free(<usize>load<u32>(ret, 4));
+}
+
+/**
+ * invoke-batch (renamed from invoke_batch by ../build.ts): many rows of one function in one
+ * entry. `rows` is a list<list<u8>>: (ptr, len) pairs, 8 bytes each. The answer is a
+ * list<result<list<u8>, string>>, one element per row in row order, 12 bytes each (tag, ptr,
+ * len: what `invoke` puts in its return area). Every function works here, count too: the entry
+ * is one KV transaction, committed when it returns, so a row's err does not undo the others.
+ */
+export function invoke_batch(hasName: i32, namePtr: usize, nameLen: usize, rowsPtr: usize, rowsLen: usize): usize {
+  const fn = takeName(hasName, namePtr, nameLen);
+  const out = heap.alloc(12 * rowsLen); // heap blocks are 16-aligned; the list needs 4
+  for (let i: usize = 0; i < rowsLen; i++) {
+    const row = rowsPtr + 8 * i;
+    memory.copy(out + 12 * i, invokeText(fn, takeText(<usize>load<u32>(row), <usize>load<u32>(row, 4))), 12);
+  }
+  heap.free(rowsPtr);
+  store<u32>(RET, <u32>out); store<u32>(RET, <u32>rowsLen, 4); // exactly one result per row
+  return RET;
+}
+export function cabi_post_invoke_batch(ret: usize): void {
+  const out = <usize>load<u32>(ret);
+  const n = <usize>load<u32>(ret, 4);
+  for (let i: usize = 0; i < n; i++) heap.free(<usize>load<u32>(out + 12 * i, 4));
+  heap.free(out);
 }
 
 // ---- introspection: what `plughost describe` shows ----
@@ -142,10 +181,7 @@ const COMMENTS: string[] = [
 ];
 
 function indexOfName(hasName: i32, namePtr: usize, nameLen: usize): i32 {
-  if (!hasName) return 0; // the default function is similarity
-  const n = String.UTF8.decodeUnsafe(namePtr, nameLen);
-  heap.free(namePtr);
-  return NAMES.indexOf(n);
+  return NAMES.indexOf(takeName(hasName, namePtr, nameLen)); // the default function is similarity
 }
 
 /** list<option<string>>: 12 bytes an element (tag, ptr, len); "none" is the default function. */

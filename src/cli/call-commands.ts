@@ -1,7 +1,7 @@
 // invoke and stream: the PluginService from the command line.
 import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
-import { FailureKind } from '../../gen/plughost/v1/outcome_pb.js';
+import { FailureKind, type CallFailure, type CallOutcome } from '../../gen/plughost/v1/outcome_pb.js';
 import type { StreamRequest } from '../../gen/plughost/v1/plugin_pb.js';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { StreamRequestSchema } from '../../gen/plughost/v1/plugin_pb.js';
@@ -43,47 +43,103 @@ export function parseItemLine(line: string, lineNo: number): Item {
   return { kind: { case: 'item', value: { id: BigInt(id as number | string), args, module: (o.module as string) ?? '', function: o.fn as string | undefined } } };
 }
 
-/** Streams NDJSON items from `input` and writes one NDJSON result per item to `output`; returns counts. */
+/** The NDJSON line for one item's or row's outcome. */
+function resultLine(id: bigint, o: CallOutcome | undefined): { line: Record<string, unknown>; failed: boolean } {
+  const res = o?.result;
+  const line: Record<string, unknown> = { id: Number(id) };
+  if (res?.case === 'value') Object.assign(line, bytesField(res.value));
+  else if (res?.case === 'guestError') line.guest_error = res.value;
+  else return failureLine(id, res?.case === 'failure' ? res.value : undefined);
+  return { line, failed: false };
+}
+
+function failureLine(id: bigint, f: CallFailure | undefined): { line: Record<string, unknown>; failed: true } {
+  return { line: { id: Number(id), failure: FailureKind[f?.kind ?? FailureKind.UNSPECIFIED], code: f?.code ?? '', message: f?.message ?? 'no outcome' }, failed: true };
+}
+
+type Row = Extract<Item['kind'], { case: 'item' }>['value'];
+
+/**
+ * Items grouped into batches of up to `size` rows: consecutive items for the same module
+ * and function share one, numbered from first_id when their ids follow on, else by ids.
+ */
+async function* batches(items: AsyncIterable<Row>, size: number, sentRows: Map<bigint, number[]>): AsyncGenerator<Item> {
+  let rows: Row[] = [];
+  const flush = (): Item => {
+    const ids = rows.map((r) => BigInt(r.id!));
+    const consecutive = ids.every((id, i) => id === ids[0]! + BigInt(i));
+    // the answer to a batch numbered from first_id does not repeat its row count
+    if (consecutive) sentRows.set(ids[0]!, [...(sentRows.get(ids[0]!) ?? []), rows.length]);
+    const b = { firstId: ids[0]!, ids: consecutive ? [] : ids, module: rows[0]!.module, function: rows[0]!.function, rows: rows.map((r) => r.args!) };
+    rows = [];
+    return { kind: { case: 'batch', value: b } };
+  };
+  for await (const row of items) {
+    if (rows.length > 0 && (rows.length === size || row.module !== rows[0]!.module || row.function !== rows[0]!.function)) yield flush();
+    rows.push(row);
+  }
+  if (rows.length > 0) yield flush();
+}
+
+/**
+ * Streams NDJSON items from `input` and writes one NDJSON result per item to `output`;
+ * returns counts. With `batch`, up to that many consecutive items go in one message.
+ */
 export async function stream(
   c: Connection,
-  o: { module: string; fn?: string; window?: number; ordered: boolean },
+  o: { module: string; fn?: string; window?: number; ordered: boolean; batch?: number },
   input: Readable,
   output: Writable,
   onBadLine: (message: string) => void,
 ): Promise<{ sent: number; answered: number; failed: number; badLines: number }> {
   let sent = 0;
   let badLines = 0;
-  async function* items(): AsyncGenerator<Item> {
-    yield { kind: { case: 'options', value: { module: o.module, function: o.fn, window: o.window ?? 0, ordered: o.ordered } } };
+  async function* items(): AsyncGenerator<Row> {
     let lineNo = 0;
     for await (const line of createInterface({ input, crlfDelay: Infinity })) {
       lineNo++;
       if (line.trim() === '') continue;
+      let item: Item;
       try {
-        const item = parseItemLine(line, lineNo);
-        sent++;
-        yield item;
+        item = parseItemLine(line, lineNo);
       } catch (e) {
         badLines++;
         onBadLine((e as Error).message);
+        continue;
       }
+      sent++;
+      yield (item.kind as { value: Row }).value;
     }
+  }
+  const sentRows = new Map<bigint, number[]>();
+  // with batches and no window asked for: room for four batches (the server lowers it to its cap)
+  const window = o.window ?? (o.batch ? 4 * o.batch : 0);
+  async function* requests(): AsyncGenerator<Item> {
+    yield { kind: { case: 'options', value: { module: o.module, function: o.fn, window, ordered: o.ordered } } };
+    if (o.batch) yield* batches(items(), o.batch, sentRows);
+    else for await (const value of items()) yield { kind: { case: 'item', value } };
   }
   let answered = 0;
   let failed = 0;
-  for await (const r of c.plugins.stream(items() as AsyncIterable<StreamRequest>, { ...c.callOptions })) {
-    answered++;
-    const res = r.outcome?.result;
-    const line: Record<string, unknown> = { id: Number(r.id) };
-    if (res?.case === 'value') Object.assign(line, bytesField(res.value));
-    else if (res?.case === 'guestError') line.guest_error = res.value;
-    else {
-      failed++;
-      const f = res?.case === 'failure' ? res.value : undefined;
-      line.failure = FailureKind[f?.kind ?? FailureKind.UNSPECIFIED];
-      line.message = f?.message ?? 'no outcome';
+  for await (const r of c.plugins.stream(requests() as AsyncIterable<StreamRequest>, { ...c.callOptions })) {
+    const lines: { line: Record<string, unknown>; failed: boolean }[] = [];
+    if (r.batch) {
+      const b = r.batch;
+      let ids = b.ids;
+      if (ids.length === 0) {
+        const counts = sentRows.get(b.firstId) ?? [];
+        const n = counts.shift() ?? b.outcomes.length;
+        if (counts.length === 0) sentRows.delete(b.firstId);
+        ids = Array.from({ length: n }, (_, i) => b.firstId + BigInt(i));
+      }
+      // a batch refused as a whole: each of its rows failed so
+      ids.forEach((id, i) => lines.push(b.failure ? failureLine(id, b.failure) : resultLine(id, b.outcomes[i])));
+    } else lines.push(resultLine(r.id, r.outcome));
+    for (const { line, failed: f } of lines) {
+      answered++;
+      if (f) failed++;
+      if (!output.write(`${JSON.stringify(line)}\n`)) await new Promise((resolve) => output.once('drain', resolve));
     }
-    if (!output.write(`${JSON.stringify(line)}\n`)) await new Promise((resolve) => output.once('drain', resolve));
   }
   return { sent, answered, failed, badLines };
 }

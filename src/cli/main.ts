@@ -98,11 +98,12 @@ clientCommand('stream')
   .description('a streamed batch: NDJSON items on stdin ({"id":1,"args":...}), NDJSON results on stdout')
   .argument('<module>', 'hash, name@version or name')
   .argument('[fn]', 'function for every item (an item may name its own "fn")')
-  .option('--window <n>', 'items run at once (server default when absent)', positiveInt('--window'))
+  .option('--window <n>', 'rows in flight at once (server default when absent; with --batch, four batches)', positiveInt('--window'))
   .option('--ordered', 'results in input order (default: as they finish)', false)
+  .option('--batch <n>', 'send up to n consecutive items for the same module and function as one batch message', positiveInt('--batch'))
   .action((module: string, fn: string | undefined, o) =>
     withConnection(o, async (c) => {
-      const r = await stream(c, { module, fn, window: o.window, ordered: o.ordered }, process.stdin, process.stdout, (m) => process.stderr.write(`plughost: ${m} (skipped)\n`));
+      const r = await stream(c, { module, fn, window: o.window, ordered: o.ordered, batch: o.batch }, process.stdin, process.stdout, (m) => process.stderr.write(`plughost: ${m} (skipped)\n`));
       process.stderr.write(`${r.answered} results for ${r.sent} items (${r.failed} failed)${r.badLines ? `; ${r.badLines} bad input lines skipped` : ''}\n`);
       return r.badLines > 0 || r.answered !== r.sent ? 1 : 0;
     }),

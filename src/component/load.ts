@@ -32,6 +32,11 @@ export interface CompiledComponent {
   readonly exports: ReadonlySet<PluginExport>;
   /** The `host` functions the component imports, by their WIT names (`kv-get`, `log`...). */
   readonly hostImports: ReadonlySet<string>;
+  /**
+   * One core module that imports nothing and whose `invoke` the glue lifts straight from
+   * its export of that name: a worker may call it without jco's wrapper (direct-invoke.ts).
+   */
+  readonly directInvoke: boolean;
   readonly maxMemoryBytes: number;
   readonly timings: { transpileMs: number; compileMs: number };
 }
@@ -177,6 +182,22 @@ export function prepareGlue(source: string): string {
   return `${CHECKED_REALLOC}\n${LIFT_GUARDS}\n${body}\nreturn { instantiate };`;
 }
 
+/**
+ * Whether jco's glue lifts `invoke` from core instance 0's exports of the canonical names,
+ * with UTF-8 strings: what worker/direct-invoke.ts does by hand.
+ */
+function liftsInvokeDirectly(glue: string, coreExports: string[]): boolean {
+  const has = (line: string) => new RegExp(`^\\s*${line.replace(/[.$]/g, '\\$&')};$`, 'm').test(glue);
+  const postReturn = coreExports.includes('cabi_post_invoke');
+  return (
+    has('exports0Invoke = exports0.invoke') &&
+    has('memory0 = exports0.memory') &&
+    has('realloc0 = exports0.cabi_realloc') &&
+    postReturn === has('postReturn0 = exports0.cabi_post_invoke') &&
+    glue.includes('_utf8AllocateAndEncode(e, realloc0, memory0)')
+  );
+}
+
 export async function compileComponent(bytes: Uint8Array, options: { maxMemoryBytes: number }): Promise<CompiledComponent> {
   const kind = binaryKind(bytes);
   if (kind === 'not-wasm') throw new PlughostError('INVALID_MODULE', 'not a WebAssembly binary (bad magic or version)');
@@ -219,6 +240,8 @@ export async function compileComponent(bytes: Uint8Array, options: { maxMemoryBy
   }
   for (const [file, content] of Object.entries(files)) if (file.endsWith('.wasm')) checkHostImports(content, file.split('/').pop()!);
   if (imports.includes(HOST_INTERFACE)) checkHostImportTypes(bytes);
+  const cores = Object.values(coreModules);
+  const directInvoke = cores.length === 1 && WebAssembly.Module.imports(cores[0]!).length === 0 && liftsInvokeDirectly(glueSource, WebAssembly.Module.exports(cores[0]!).map((e) => e.name));
   return {
     hash: hashOf(bytes),
     sizeBytes: bytes.length,
@@ -226,6 +249,7 @@ export async function compileComponent(bytes: Uint8Array, options: { maxMemoryBy
     coreModules,
     exports,
     hostImports,
+    directInvoke,
     maxMemoryBytes: maxPages * WASM_PAGE,
     timings: { transpileMs: t1 - t0, compileMs: performance.now() - t1 },
   };

@@ -14,7 +14,7 @@ import type { InvocationContext } from './context.js';
 import type { Controller } from './controller.js';
 import type { Runtime } from './runtime.js';
 import { EXPORTS, FLAG, RFLAG, STATUS, type ReplyRecord } from './shared/wire.js';
-import { CallMovedError, WorkerLostError } from './worker-host.js';
+import { CallMovedError, WorkerLostError, rowsProgressOf } from './worker-host.js';
 
 /** What a Runtime needs from whoever owns the workers and the store (RuntimeManager). */
 export interface CallServices {
@@ -26,6 +26,8 @@ export interface CallServices {
   readonly workerCount: number;
   /** How long a module stays quarantined after a call of it timed out (0: never). */
   readonly quarantineMs: number;
+  /** Longest one invoke-batch entry may run (its rows times the per-call limit, at most this). */
+  readonly batchEntryMaxMs: number;
   /** Registers a call whose host calls cross the bridge; returns its id. */
   beginBridgedCall(state: BridgedCall): number;
   endBridgedCall(callId: number): void;
@@ -43,7 +45,59 @@ export interface BridgedCall {
   txn?: KvTransaction;
 }
 
-export type Job = { fn: 'invoke'; name: string | undefined; args: Uint8Array } | { fn: 'describe' } | { fn: 'functionWriteable'; name: string | undefined };
+export type Job =
+  | { fn: 'invoke'; name: string | undefined; args: Uint8Array }
+  | RowsJob
+  | { fn: 'describe' }
+  | { fn: 'functionWriteable'; name: string | undefined };
+
+/**
+ * Rows of one function in one hand-off: `invoke` once per row, each row its own call (KV
+ * transaction, time limit, outcome), or the guest's `invoke-batch` once for all (`entry`:
+ * one transaction, the time limit times the rows).
+ */
+export interface RowsJob {
+  fn: 'invokeRows';
+  name: string | undefined;
+  rows: readonly Uint8Array[];
+  entry: boolean;
+  /** Response bytes these rows' results may take together (what the batch's earlier rows left of the cap). */
+  resultBudget: number | undefined;
+}
+
+/** One row's result: what the guest returned, or why the row did not complete. */
+export type RowOutcome = { ok: true; value: Uint8Array } | { ok: false; guestError: string } | { ok: false; failure: PlughostError };
+
+/** How far one hand-off of rows got. */
+export interface RowsOutcome {
+  /** Outcomes of the first rows sent, in order (all of them, or fewer when it stopped). */
+  done: RowOutcome[];
+  /** A row after `done` that failed by itself (its worker stopped in it); the rows between did not count and may run again. */
+  failed?: { index: number; error: PlughostError };
+  /** Why the rows after `done` must not be tried again (deadline, cancelled, a controller that cannot start). */
+  rest?: PlughostError;
+  /**
+   * The one invoke-batch entry trapped, ran out of memory or ran past its limit: it wrote
+   * nothing and says nothing of which row did it, so its rows go again one by one.
+   */
+  entryFailed?: PlughostError;
+}
+
+/**
+ * Room a row's outcome takes in a batch's response besides its bytes (a value's, or a
+ * message's): at most its tags and lengths, and a failure's kind and code.
+ */
+export const ROW_ENVELOPE_BYTES = 48;
+
+/** A row refused for the response cap: short, so that it fits the room held back for a row. */
+const NOT_COMMITTED = "not committed: the batch's results together are over grpc.maxSendMessageBytes (send fewer rows per batch)";
+
+/** Bytes a row's outcome is counted as in a batch's response budget. */
+export function rowCost(o: RowOutcome, reserve: number): number {
+  if (o.ok) return o.value.byteLength + ROW_ENVELOPE_BYTES;
+  if ('guestError' in o) return Buffer.byteLength(o.guestError) + ROW_ENVELOPE_BYTES;
+  return o.failure.message === NOT_COMMITTED ? Math.max(reserve, Buffer.byteLength(NOT_COMMITTED) + ROW_ENVELOPE_BYTES) : Buffer.byteLength(o.failure.message) + ROW_ENVELOPE_BYTES;
+}
 
 const EXPORT_INDEX = new Map(EXPORTS.map((e, i) => [e, i]));
 const FAILURE: Partial<Record<number, { code: 'TRAP' | 'MEMORY_LIMIT'; reason: 'trap' | 'memory' }>> = {
@@ -52,8 +106,13 @@ const FAILURE: Partial<Record<number, { code: 'TRAP' | 'MEMORY_LIMIT'; reason: '
 };
 
 /** Runs `job` once: one Call, retried inside while its worker is lost before it starts. */
-export function runCall(runtime: Runtime, services: CallServices, ctx: InvocationContext, job: Job): Promise<ReplyRecord> {
-  return new Call(runtime, services, ctx, job).run();
+export function runCall(runtime: Runtime, services: CallServices, ctx: InvocationContext, job: Exclude<Job, RowsJob>): Promise<ReplyRecord> {
+  return new Call(runtime, services, ctx, job).run() as Promise<ReplyRecord>;
+}
+
+/** Runs rows in one hand-off (retried while its worker is lost before it starts); see RowsOutcome. */
+export function runRows(runtime: Runtime, services: CallServices, ctx: InvocationContext, job: RowsJob): Promise<RowsOutcome> {
+  return new Call(runtime, services, ctx, job).run() as Promise<RowsOutcome>;
 }
 
 class Call {
@@ -76,10 +135,10 @@ class Call {
   ) {
     this.deadline = ctx.deadline ?? Infinity;
     this.scope = { tenant: ctx.tenant, module: ctx.moduleName ?? runtime.name };
-    this.access = job.fn === 'invoke' ? ctx.kvAccess : 'none';
+    this.access = job.fn === 'invoke' || job.fn === 'invokeRows' ? ctx.kvAccess : 'none';
   }
 
-  async run(): Promise<ReplyRecord> {
+  async run(): Promise<ReplyRecord | RowsOutcome> {
     const rt = this.runtime;
     try {
       const name = this.job.fn === 'describe' ? undefined : this.job.name;
@@ -108,7 +167,7 @@ class Call {
   }
 
   /** Checks out a controller and runs the job on it, all under one time budget. */
-  private async attempt(name: string | undefined): Promise<ReplyRecord> {
+  private async attempt(name: string | undefined): Promise<ReplyRecord | RowsOutcome> {
     const rt = this.runtime;
     this.controller = await rt.pool.acquire(this.deadline, this.ctx.signal, this.services.acquireTimeoutMs);
     const started = performance.now();
@@ -121,8 +180,19 @@ class Call {
         this.releaseLock();
       }
     }
-    const reply = await this.handOff(this.job, this.access, started);
-    return await this.settle(reply);
+    if (this.job.fn !== 'invokeRows') return await this.settle(await this.handOff(this.job, this.access, started));
+    let reply: ReplyRecord;
+    try {
+      reply = await this.handOff(this.job, this.access, started);
+    } catch (e) {
+      const progress = rowsProgressOf(e);
+      if (!progress || !isPlughostError(e)) throw e;
+      // its worker stopped in a row: the rows it sent back before are settled like any
+      this.fail(e);
+      const flags = this.access === 'none' ? 0 : RFLAG.KV_READ;
+      return this.settleRows(this.job, { status: STATUS.EXPIRED, flags, value: undefined, commit: undefined, rows: progress.rowsDone }, { at: progress.rowRunning, error: e });
+    }
+    return await this.settleRows(this.job, reply);
   }
 
   private async lock(store: KvStore): Promise<void> {
@@ -147,7 +217,9 @@ class Call {
     const c = this.controller!;
     const rt = this.runtime;
     const spent = performance.now() - started;
-    const budget = Math.min(rt.limits.maxExecutionMs - spent, this.deadline - Date.now());
+    // rows each have the call's limit (the worker restarts the clock per row); one invoke-batch entry has it once per row
+    const limit = job.fn === 'invokeRows' && job.entry ? Math.min(rt.limits.maxExecutionMs * job.rows.length, Math.max(rt.limits.maxExecutionMs, this.services.batchEntryMaxMs)) : rt.limits.maxExecutionMs;
+    const budget = Math.min(limit - spent, this.deadline - Date.now());
     if (budget <= 0) throw this.releaseWith(new PlughostError('TIMEOUT', 'the deadline passed before the call could start'));
     if (this.ctx.signal?.aborted) throw this.releaseWith(new PlughostError('CANCELLED', 'the caller cancelled'));
     let flags = 0;
@@ -159,7 +231,8 @@ class Call {
       flags |= access === 'write' ? FLAG.KV_WRITE | FLAG.KV_READ : FLAG.KV_READ;
       if (this.services.kvInWorkers) flags |= FLAG.KV_LOCAL;
     }
-    if (job.fn === 'invoke' && (rt.usesBridge || (rt.usesKv && !(flags & FLAG.KV_LOCAL)))) {
+    const invokes = job.fn === 'invoke' || job.fn === 'invokeRows';
+    if (invokes && (rt.usesBridge || (rt.usesKv && !(flags & FLAG.KV_LOCAL)))) {
       // host calls the main thread serves (log, sql, run, KV of a store the worker cannot read)
       // find the call by its id; a retry starts over with a fresh transaction
       this.bridged?.txn?.rollback();
@@ -167,32 +240,35 @@ class Call {
       else this.callId = this.services.beginBridgedCall((this.bridged = { ctx: this.ctx, runtime: rt, access, scope, lockHeld: this.unlock !== undefined }));
     }
     // the lock holder reads through the scope's commits still on their way into the store
-    const overlay = job.fn === 'invoke' && flags & FLAG.KV_LOCAL && access === 'write' && this.unlock ? this.services.store!.overlayOf?.(scope) : undefined;
+    const overlay = invokes && flags & FLAG.KV_LOCAL && access === 'write' && this.unlock ? this.services.store!.overlayOf?.(scope) : undefined;
     c.calls++;
     const pending = c.worker.call(
       {
         controllerId: c.id,
         moduleId: rt.moduleId,
-        callId: job.fn === 'invoke' ? this.callId : 0,
+        callId: invokes ? this.callId : 0,
         flags,
-        fn: EXPORT_INDEX.get(job.fn)!,
+        fn: EXPORT_INDEX.get(job.fn === 'invokeRows' ? (job.entry ? 'invokeBatch' : 'invoke') : job.fn)!,
         deadlineAt: this.deadline,
         overlay,
         name: 'name' in job ? job.name : undefined,
         tenant: scope.tenant,
         kvModule: scope.module,
         args: job.fn === 'invoke' ? job.args : EMPTY,
+        rows: job.fn === 'invokeRows' ? job.rows : undefined,
       },
       Math.ceil(budget),
-      spent >= 1 ? `the call's time limit of ${rt.limits.maxExecutionMs} ms (${Math.round(spent)} ms of it went to an earlier step of the call)` : undefined,
+      spent >= 1 ? `the call's time limit of ${rt.limits.maxExecutionMs} ms (${Math.round(spent)} ms of it went to an earlier step of the call)` : job.fn === 'invokeRows' ? (job.entry ? `the time limit of ${limit} ms for invoke-batch of ${job.rows.length} rows (${rt.limits.maxExecutionMs} ms per row)` : `the row's time limit of ${limit} ms`) : undefined,
+      job.fn === 'invokeRows' ? this.ctx.signal : undefined,
     );
     rt.pool.unclaim(c);
     const reply = await pending;
     if (reply.flags & RFLAG.CREATED) rt.pool.started(c);
-    if (reply.status === STATUS.EXPIRED) throw this.releaseWith(new PlughostError('TIMEOUT', String(reply.value)));
+    if (reply.status === STATUS.EXPIRED && !reply.rows) throw this.releaseWith(new PlughostError('TIMEOUT', String(reply.value)));
     if (reply.status === STATUS.INIT_FAILED) throw this.dropWith('init', new PlughostError('INIT_FAILED', `init failed: ${String(reply.value)}`));
     const failure = FAILURE[reply.status];
-    if (failure) {
+    // a call with rows that ran stopped at a failing row: settleRows says which
+    if (failure && !(reply.rows && !(reply.flags & RFLAG.STARTING))) {
       const what = reply.flags & RFLAG.STARTING ? 'starting a controller failed' : job.fn === 'invoke' ? '' : `${job.fn} failed`;
       throw this.dropWith(failure.reason, new PlughostError(failure.code, what ? `${what}: ${String(reply.value)}` : String(reply.value)));
     }
@@ -246,6 +322,100 @@ class Call {
     // what it read may be a commit still on its way to disk: answer only once that is durable
     if (reply.flags & RFLAG.KV_READ || txn?.didRead) await store.readBarrier();
     return reply;
+  }
+
+  /**
+   * A hand-off of rows is back: the controller to the pool (or dropped, if a row trapped),
+   * each row's result checked against the response budget and its writes committed in row
+   * order, then answered once those are durable. A row whose commit fails is UNAVAILABLE.
+   */
+  private async settleRows(job: RowsJob, reply: Pick<ReplyRecord, 'status' | 'rows' | 'commit' | 'flags' | 'value'>, stopped?: { at: number; error: PlughostError }): Promise<RowsOutcome> {
+    const c = this.controller;
+    this.controller = undefined;
+    const pool = this.runtime.pool;
+    if (c) {
+      if (reply.status === STATUS.TRAP) pool.drop(c, 'trap');
+      else if (reply.status === STATUS.MEMORY) pool.drop(c, 'memory');
+      else pool.release(c);
+    }
+    const store = this.services.store;
+    const scope = this.scope;
+    const results = reply.rows ?? [];
+    const done: RowOutcome[] = new Array(results.length);
+    const commits: Promise<unknown>[] = [];
+    const committedAt: number[] = [];
+    const t0 = performance.now();
+    const max = job.resultBudget;
+    const reserve = this.ctx.resultRowReserve ?? 0;
+    let total = 0;
+    let tooLarge = false;
+    for (let i = 0; i < results.length; i++) {
+      const r = results[i]!;
+      if (r.status === STATUS.OK) {
+        const value = r.value as Uint8Array;
+        const ok: RowOutcome = { ok: true, value };
+        // room for this row, and at least the least answer of each row still to come
+        if (max !== undefined && total + rowCost(ok, reserve) + (job.rows.length - i - 1) * reserve > max) {
+          tooLarge = true;
+          done[i] = { ok: false, failure: new PlughostError('RESULT_TOO_LARGE', NOT_COMMITTED) };
+          total += rowCost(done[i]!, reserve);
+          // the rows after it read through its writes, which are not made: they run again
+          if (r.commit && !job.entry) {
+            done.length = i + 1;
+            stopped = undefined;
+            reply = { ...reply, status: STATUS.OK };
+            break;
+          }
+          continue;
+        }
+        total += rowCost(ok, reserve);
+        if (r.commit && store) {
+          const { visible, durable } = store.commit(scope, r.commit);
+          commits.push(Promise.all([visible, durable]));
+          committedAt.push(i);
+        }
+        done[i] = ok;
+      } else {
+        const message = String(r.value);
+        done[i] = r.status === STATUS.GUEST_ERROR ? { ok: false, guestError: message } : { ok: false, failure: new PlughostError(r.status === STATUS.MEMORY ? 'MEMORY_LIMIT' : 'TRAP', message) };
+        total += rowCost(done[i]!, reserve);
+      }
+    }
+    // one invoke-batch entry is one transaction: all of its rows' results go out, or none
+    if (reply.commit && store && reply.status === STATUS.OK) {
+      if (tooLarge) {
+        for (let i = 0; i < done.length; i++) if (done[i]!.ok) done[i] = { ok: false, failure: new PlughostError('RESULT_TOO_LARGE', NOT_COMMITTED) };
+      } else {
+        const { visible, durable } = store.commit(scope, reply.commit);
+        commits.push(Promise.all([visible, durable]));
+        committedAt.push(-1);
+      }
+    }
+    // the next writer reads through these commits until LMDB has them
+    this.releaseLock();
+    const failed = await Promise.allSettled(commits);
+    let anyCommitted = false;
+    failed.forEach((f, j) => {
+      if (f.status === 'fulfilled') return (anyCommitted = true);
+      const e = new PlughostError('UNAVAILABLE', `the row's KV writes could not be committed, and none was made: ${messageOf(f.reason)}`, { cause: f.reason });
+      const at = committedAt[j]!;
+      if (at >= 0) done[at] = { ok: false, failure: e };
+      else for (let i = 0; i < done.length; i++) done[i] = { ok: false, failure: e };
+    });
+    if (anyCommitted) this.services.committed((performance.now() - t0) / 1000);
+    if (store && reply.flags & RFLAG.KV_READ) await store.readBarrier();
+    if (job.entry && !(reply.flags & RFLAG.BAD_COUNT) && (stopped || reply.status === STATUS.TRAP || reply.status === STATUS.MEMORY)) {
+      return { done: [], entryFailed: stopped?.error ?? new PlughostError(reply.status === STATUS.MEMORY ? 'MEMORY_LIMIT' : 'TRAP', String(results[0]?.value)) };
+    }
+    const out: RowsOutcome = { done };
+    if (stopped) {
+      // stopped while its controller was starting: nothing to run again
+      if (stopped.at < results.length) out.rest = stopped.error;
+      else out.failed = { index: stopped.at, error: stopped.error };
+    } else if (reply.status === STATUS.EXPIRED) {
+      out.rest = this.ctx.signal?.aborted ? new PlughostError('CANCELLED', 'the caller cancelled before the row started') : new PlughostError('TIMEOUT', 'the deadline passed before the row could start');
+    }
+    return out;
   }
 
   /** After an exception: a controller still checked out is released if unharmed, else dropped. */

@@ -22,4 +22,10 @@ export interface InvocationContext {
    * fails the call with RESULT_TOO_LARGE before anything is committed.
    */
   maxResultBytes?: number;
+  /**
+   * A batch whose results travel in one response: bytes held back in `maxResultBytes` for
+   * each row still to come (the least its answer may take there), so that whoever sends the
+   * response never has to drop a row that committed. 0 when absent.
+   */
+  resultRowReserve?: number;
 }

@@ -142,6 +142,10 @@ export class RuntimeManager implements PoolHost, CallServices, HostCallHandler {
     return this.options.quarantineMs;
   }
 
+  get batchEntryMaxMs(): number {
+    return this.options.batchEntryMaxMs;
+  }
+
   /** The Runtime for these bytes, compiled once however many callers ask at the same time. */
   async load(bytes: Uint8Array, options: LoadOptions = {}): Promise<Runtime> {
     if (this.closing) throw new PlughostError('UNAVAILABLE', 'the runtime is closing');

@@ -56,6 +56,11 @@ export const runtimeOptionsSchema = z.strictObject({
    * (0: never quarantine).
    */
   quarantineMs: int(0).default(10_000),
+  /**
+   * Longest one `invoke-batch` entry may run: its limit is the module's per-call limit times
+   * its rows, at most this. An entry stopped at it wrote nothing; its rows run again one by one.
+   */
+  batchEntryMaxMs: int(1).default(60_000),
   /** Guest `log` lines each module may write per second (more are dropped and counted; 0: none). */
   guestLogLinesPerSecond: int(0).default(100),
   /** Bytes of guest `log` lines each module may write per second (a line is at most 8 KiB). */

@@ -4,7 +4,8 @@
 import type { CompiledComponent } from '../component/load.js';
 import { PlughostError, isPlughostError, messageOf } from '../errors.js';
 import { KV_WRITE_IMPORTS } from '../kv/txn.js';
-import { runCall, type CallServices } from './call.js';
+import { runCall, type CallServices, type RowOutcome } from './call.js';
+import { runBatch } from './batch.js';
 import type { InvocationContext } from './context.js';
 import type { Controller } from './controller.js';
 import { ModulePool, type PoolHost, type PoolStats } from './module-pool.js';
@@ -15,8 +16,7 @@ import { STATUS } from './shared/wire.js';
 import type { WorkerHost } from './worker-host.js';
 
 export type InvokeResult = { ok: true; value: Uint8Array } | { ok: false; guestError: string };
-/** One row of a batch: what the guest returned, or why the row did not complete. */
-export type RowOutcome = InvokeResult | { ok: false; failure: PlughostError };
+export type { RowOutcome };
 export type { PoolStats };
 
 export interface FunctionInfo {
@@ -82,9 +82,12 @@ export class Runtime {
 
   /**
    * Calls `fn` once per row: one outcome per row, in row order. A row that fails never
-   * fails its neighbours. Each row is its own call (own KV transaction and time limit).
+   * fails its neighbours. Each row is its own call (own KV transaction and time limit),
+   * unless the module exports `invoke-batch`: then one entry takes the rows (see batch.ts).
    */
   invokeBatch(ctx: InvocationContext, fn: string | undefined, rows: readonly Uint8Array[]): Promise<RowOutcome[]> {
+    if (!(this.usesKv && !this.services.kvInWorkers)) return this.track(() => runBatch(this, this.services, ctx, fn, rows));
+    // KV the workers cannot read goes over the bridge, one transaction per call: so one call per row
     return this.track(() =>
       Promise.all(
         rows.map((args) =>
@@ -128,7 +131,7 @@ export class Runtime {
   /** What a worker needs before it can instantiate this module. */
   loadMessage(): Extract<ControlMessage, { t: 'load' }> {
     const c = this.component;
-    return { t: 'load', moduleId: this.moduleId, glue: c.glue, coreModules: c.coreModules, maxMemoryBytes: c.maxMemoryBytes, kvLimits: this.limits.kv };
+    return { t: 'load', moduleId: this.moduleId, glue: c.glue, coreModules: c.coreModules, maxMemoryBytes: c.maxMemoryBytes, kvLimits: this.limits.kv, directInvoke: c.directInvoke };
   }
 
   /** Checks out a controller, holding one permit until `release` (for tests and embedders that need to hold the pool). */

@@ -11,7 +11,7 @@ import { compactDeep } from './compact.js';
 import type { BridgeReply, BridgeRequest, ControlMessage, WorkerInit } from './protocol.js';
 import { Ring } from './shared/ring.js';
 import { KV_OPS } from '../kv/txn.js';
-import { REQ, STATUS, STATUS_LAYOUT, readReply, writeCall, writeSmall, type CallRecord, type ReplyRecord } from './shared/wire.js';
+import { REQ, STATUS, STATUS_LAYOUT, readReply, writeCall, writeSmall, type CallRecord, type ReplyRecord, type RowResult } from './shared/wire.js';
 import { workerUrl } from '../util/paths.js';
 import { captureOutput } from '../util/worker-output.js';
 
@@ -57,6 +57,21 @@ export class CallMovedError extends WorkerLostError {}
 
 export type CallBody = Omit<CallRecord, 'seq'>;
 
+/**
+ * What a call with rows had done when it was stopped (timeout, its worker lost while it
+ * ran): the results of the rows it had sent back, and the row it was running (-1: it was
+ * starting its controller). Set on the error its promise rejects with.
+ */
+export interface RowsProgress {
+  rowsDone: RowResult[];
+  rowRunning: number;
+}
+
+/** The progress of a call with rows that was stopped, if the error carries one. */
+export function rowsProgressOf(e: unknown): RowsProgress | undefined {
+  return e instanceof Error && 'rowsDone' in e ? (e as Error & RowsProgress) : undefined;
+}
+
 interface Pending {
   seq: number;
   /** Taken back before the worker started it (its WITHDRAWN reply is still to come). */
@@ -65,6 +80,8 @@ interface Pending {
   timeLimitMs: number;
   /** What the caller calls its limit (the module's, when part of the call's budget was spent before). */
   limitText: string;
+  /** A call with rows: the results its worker sent back so far. */
+  rowsDone?: RowResult[];
   resolve(r: ReplyRecord): void;
   reject(e: unknown): void;
 }
@@ -259,20 +276,37 @@ export class WorkerHost {
     return this.load + (this.stalled ? STALLED_PENALTY : 0);
   }
 
+  /** The row the running call with rows is in (-1: no such call, or its first row has not started). */
+  get runningRow(): number {
+    return Atomics.load(this.status, STATUS_LAYOUT.running) === 0 ? -1 : Atomics.load(this.status, STATUS_LAYOUT.row);
+  }
+
   /** The running call has gone on for more than STALLED_AFTER_MS. */
   get stalled(): boolean {
     return Atomics.load(this.status, STATUS_LAYOUT.running) !== 0 && now() - this.runningSince[STATUS_LAYOUT.since]! > STALLED_AFTER_MS;
   }
 
   /**
-   * Runs one call. `timeLimitMs` counts from when the worker starts it; past it the worker
-   * is terminated and the call fails with TIMEOUT.
+   * Runs one call. `timeLimitMs` counts from when the worker starts it (a call with rows:
+   * from when each row starts); past it the worker is terminated and the call fails with
+   * TIMEOUT. Cancelling `signal` stops a call with rows before its next row.
    */
-  call(body: CallBody, timeLimitMs: number, limitText = `its time limit of ${timeLimitMs} ms`): Promise<ReplyRecord> {
+  call(body: CallBody, timeLimitMs: number, limitText = `its time limit of ${timeLimitMs} ms`, signal?: AbortSignal): Promise<ReplyRecord> {
     if (this.state === 'dead') return Promise.reject(new WorkerLostError(`worker ${this.id} is gone`));
     if (this.retiring) return Promise.reject(new WorkerLostError(`worker ${this.id} is being recycled`));
     return new Promise<ReplyRecord>((resolve, reject) => {
       const p: Pending = { seq: ++this.seq, body, timeLimitMs, limitText, resolve, reject };
+      if (body.rows) {
+        p.rowsDone = [];
+        // rows not yet started when the caller gives up are not started (the worker looks before each)
+        if (signal) {
+          const cancel = () => Atomics.store(this.status, STATUS_LAYOUT.cancelled, p.seq);
+          signal.addEventListener('abort', cancel, { once: true });
+          const forget = () => signal.removeEventListener('abort', cancel);
+          p.resolve = (r) => (forget(), resolve(r));
+          p.reject = (e) => (forget(), reject(e));
+        }
+      }
       this.enqueue({ t: 'call', p });
       this.arm(now() + timeLimitMs);
     });
@@ -394,6 +428,11 @@ export class WorkerHost {
         if (!big) return this.die('protocol: a reply announced on the control port is missing');
         m = big.message as ReplyRecord;
       }
+      if (m.status === STATUS.ROWS) {
+        const head = this.sent.peek();
+        if (head?.seq === m.seq && head.rowsDone && m.rows) for (const r of m.rows) head.rowsDone.push(r);
+        continue;
+      }
       if (m.status === STATUS.LOG) {
         const head = this.sent.peek();
         const line = m.value as { level: string; message: string };
@@ -404,7 +443,10 @@ export class WorkerHost {
       if (!p || p.seq !== m.seq) return this.die(`protocol: reply ${m.seq} does not match call ${p?.seq}`);
       if (p.moved) this.moved--;
       else if (m.status === STATUS.WITHDRAWN) p.reject(new CallMovedError(`worker ${this.id} is busy with a long call; the call was placed again`));
-      else p.resolve(m);
+      else {
+        if (p.rowsDone?.length && m.rows) m.rows = p.rowsDone.concat(m.rows);
+        p.resolve(m);
+      }
       this.checkHeap();
     }
     if (this.outbox.length > 0) this.flush();
@@ -517,9 +559,15 @@ export class WorkerHost {
     // calls before it finished (their replies were read just now); it is the one running
     while (this.sent.length > 0 && this.sent.peek() !== p) this.sent.shift()!.reject(new WorkerLostError('protocol: a finished call had no reply'));
     this.sent.shift();
-    p.reject(new PlughostError('TIMEOUT', `the call ran past ${p.limitText} and was stopped`));
+    p.reject(this.withProgress(p, new PlughostError('TIMEOUT', `the call ran past ${p.limitText} and was stopped`)));
     this.lose('timeout', true);
     void this.worker.terminate();
+  }
+
+  /** The error of a running call that was stopped, with how far its rows got (see RowsProgress). */
+  private withProgress(p: Pending, e: PlughostError): PlughostError {
+    if (!p.rowsDone) return e;
+    return Object.assign(e, { rowsDone: p.rowsDone, rowRunning: Atomics.load(this.status, STATUS_LAYOUT.row) } satisfies RowsProgress);
   }
 
   private die(reason: string): void {
@@ -542,11 +590,14 @@ export class WorkerHost {
     for (const p of sent) {
       if (!headSettled && p.seq === runningSeq) {
         p.reject(
-          reason === 'closed'
-            ? new PlughostError('UNAVAILABLE', 'the runtime closed before the call finished; it was stopped')
-            : reason === 'memory'
-            ? new PlughostError('MEMORY_LIMIT', 'the worker ran out of heap copying guest data; the call was stopped')
-            : new PlughostError('TRAP', `the worker running the call died (${reason})`),
+          this.withProgress(
+            p,
+            reason === 'closed'
+              ? new PlughostError('UNAVAILABLE', 'the runtime closed before the call finished; it was stopped')
+              : reason === 'memory'
+              ? new PlughostError('MEMORY_LIMIT', 'the worker ran out of heap copying guest data; the call was stopped')
+              : new PlughostError('TRAP', `the worker running the call died (${reason})`),
+          ),
         );
       } else {
         p.reject(new WorkerLostError(`worker ${this.id} was lost (${reason}) before the call started`));

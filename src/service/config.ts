@@ -6,6 +6,10 @@ import { invalid, runtimeOptionsSchema, type RuntimeOptions } from '../runtime/o
 
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.number().int().min(min).max(max);
 const MiB = 1 << 20;
+/** The most stream.maxBatchRows may be set to. */
+const MAX_BATCH_ROWS = 1 << 20;
+/** stream.maxBatchBytes when the configuration does not set it (and grpc.maxReceiveMessageBytes is larger). */
+export const DEFAULT_MAX_BATCH_BYTES = 16 * MiB;
 
 export const configSchema = z.strictObject({
   /** host:port; port 0 lets the OS pick. */
@@ -27,11 +31,15 @@ export const configSchema = z.strictObject({
     keepaliveTimeoutMs: int(100).default(20_000),
   }).default({ maxReceiveMessageBytes: 4 * MiB, maxSendMessageBytes: 4 * MiB, keepaliveTimeMs: 60_000, keepaliveTimeoutMs: 20_000 }),
   stream: z.strictObject({
-    /** Items of one Stream run at once when the client asks for no window. */
+    /** Rows of one Stream in flight when the client asks for no window (an item is one row, a batch as many as it carries). */
     defaultWindow: int(1).default(64),
-    /** The most a client may ask for. */
-    maxWindow: int(1).default(1024),
-  }).default({ defaultWindow: 64, maxWindow: 1024 }),
+    /** The most a client may ask for; a larger window is lowered to it. */
+    maxWindow: int(1).default(65_536),
+    /** Rows one batch message may carry. */
+    maxBatchRows: int(1, MAX_BATCH_ROWS).default(8192),
+    /** Bytes of rows one batch may carry (their sum); absent: the lower of 16 MiB and grpc.maxReceiveMessageBytes, which it may not exceed. */
+    maxBatchBytes: int(1, 1024 * MiB).optional(),
+  }).default({ defaultWindow: 64, maxWindow: 65_536, maxBatchRows: 8192 }),
   metrics: z.strictObject({
     /** host:port of the Prometheus endpoint (GET /metrics); empty turns it off. */
     listen: z.string().regex(/^(.+:\d+)?$/, 'must be host:port, or empty to turn metrics off').default('127.0.0.1:9464'),
@@ -41,19 +49,23 @@ export const configSchema = z.strictObject({
   }).default({ level: 'info' }),
 });
 
-export type PlughostConfig = z.output<typeof configSchema>;
+type ParsedConfig = z.output<typeof configSchema>;
+/** A validated configuration: every default filled, stream.maxBatchBytes too. */
+export type PlughostConfig = ParsedConfig & { stream: ParsedConfig['stream'] & { maxBatchBytes: number } };
 export type PlughostConfigInput = z.input<typeof configSchema>;
 
 /** Validates and fills defaults; the error names every bad key. */
 export function parseConfig(input: unknown): PlughostConfig {
   const r = configSchema.safeParse(input ?? {});
-  if (r.success) {
-    if (r.data.stream.defaultWindow > r.data.stream.maxWindow) {
-      throw new PlughostError('INVALID_ARGUMENT', `invalid configuration: stream.defaultWindow (${r.data.stream.defaultWindow}) is over stream.maxWindow (${r.data.stream.maxWindow})`);
-    }
-    return r.data;
+  if (!r.success) throw invalid('configuration', r.error);
+  const { stream, grpc } = r.data;
+  const bad = (message: string) => new PlughostError('INVALID_ARGUMENT', `invalid configuration: ${message}`);
+  if (stream.defaultWindow > stream.maxWindow) throw bad(`stream.defaultWindow (${stream.defaultWindow}) is over stream.maxWindow (${stream.maxWindow})`);
+  // a batch arrives in one message, so a byte cap above the receive cap could never be reached
+  if (stream.maxBatchBytes !== undefined && stream.maxBatchBytes > grpc.maxReceiveMessageBytes) {
+    throw bad(`stream.maxBatchBytes: ${stream.maxBatchBytes} is over grpc.maxReceiveMessageBytes (${grpc.maxReceiveMessageBytes}), the largest message a batch can arrive in`);
   }
-  throw invalid('configuration', r.error);
+  return { ...r.data, stream: { ...stream, maxBatchBytes: stream.maxBatchBytes ?? Math.min(DEFAULT_MAX_BATCH_BYTES, grpc.maxReceiveMessageBytes) } };
 }
 
 /** The runtime's part of a configuration. */

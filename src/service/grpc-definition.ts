@@ -15,7 +15,8 @@ function deserializer<D extends DescMessage>(schema: D) {
   return (bytes: Buffer): MessageShape<D> => fromBinary(schema, bytes);
 }
 
-export function grpcServiceDefinition(service: DescService): ServiceDefinition {
+/** `responseSerializers` replaces the serializer of a method's responses, by the method's local name (e.g. `stream`). */
+export function grpcServiceDefinition(service: DescService, responseSerializers: Record<string, (v: never) => Buffer> = {}): ServiceDefinition {
   const definition: Record<string, MethodDefinition<unknown, unknown>> = {};
   for (const method of service.methods) {
     definition[method.localName] = {
@@ -24,7 +25,7 @@ export function grpcServiceDefinition(service: DescService): ServiceDefinition {
       responseStream: method.methodKind === 'server_streaming' || method.methodKind === 'bidi_streaming',
       requestSerialize: serializer(method.input) as (v: unknown) => Buffer,
       requestDeserialize: deserializer(method.input),
-      responseSerialize: serializer(method.output) as (v: unknown) => Buffer,
+      responseSerialize: (responseSerializers[method.localName] ?? serializer(method.output)) as (v: unknown) => Buffer,
       responseDeserialize: deserializer(method.output),
       originalName: method.name,
     };

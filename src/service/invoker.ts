@@ -17,16 +17,21 @@ export interface CallRequest {
   deadline?: number;
   signal?: AbortSignal;
   requestId?: string;
+  /** Told the module's hash once it is resolved and the caller may invoke it (a Stream reports it with a failure too). */
+  onResolved?: (hash: string) => void;
 }
 
 export interface BatchRequest {
   module: string;
   fn: string | undefined;
   rows: readonly Uint8Array[];
+  /** What the rows' results may take of their one response, and what to hold back for each row still to come (InvocationContext). */
+  resultBudget?: { bytes: number; rowReserve: number };
   /** Epoch ms: the stream's deadline, or the batch's own when sooner. */
   deadline?: number;
   signal?: AbortSignal;
   requestId?: string;
+  onResolved?: (hash: string) => void;
 }
 
 export interface InvokerObservers {
@@ -93,7 +98,9 @@ export class Invoker {
     const counts = new Map<string, number>();
     try {
       const { runtime, hash, name } = await this.prepare(identity, req, labels);
-      const outcomes = await runtime.invokeBatch(this.contextOf(identity, name, req), req.fn, req.rows);
+      const ctx = this.contextOf(identity, name, req);
+      if (req.resultBudget) Object.assign(ctx, { maxResultBytes: req.resultBudget.bytes, resultRowReserve: req.resultBudget.rowReserve });
+      const outcomes = await runtime.invokeBatch(ctx, req.fn, req.rows);
       for (const o of outcomes) {
         const outcome = o.ok ? 'ok' : 'failure' in o ? o.failure.code : 'guest_error';
         counts.set(outcome, (counts.get(outcome) ?? 0) + 1);
@@ -125,12 +132,13 @@ export class Invoker {
   }
 
   /** Resolves the module, checks the caller may invoke it and that it has the function. */
-  private async prepare(identity: Identity, req: Pick<CallRequest, 'module' | 'fn' | 'deadline' | 'signal'>, labels: { module: string; function: string }): Promise<{ runtime: Runtime; hash: string; name: string }> {
+  private async prepare(identity: Identity, req: Pick<CallRequest, 'module' | 'fn' | 'deadline' | 'signal' | 'onResolved'>, labels: { module: string; function: string }): Promise<{ runtime: Runtime; hash: string; name: string }> {
     const resolved = this.registry.resolve(req.module);
     labels.module = resolved.name;
     if (!identity.mayInvoke(resolved.name)) {
       throw new PlughostError('PERMISSION_DENIED', `${identity.subject} may not invoke ${resolved.name} (its token allows ${identity.grant.modules.join(', ') || 'no modules'})`);
     }
+    req.onResolved?.(resolved.hash);
     const runtime = await this.registry.runtime(resolved);
     if (runtime.component.exports.has('listFunctions')) {
       const functions = await runtime.describe({ deadline: req.deadline, signal: req.signal });

@@ -16,7 +16,7 @@ export class Metrics {
   readonly registry = new Registry();
   readonly calls = new Counter({
     name: 'plughost_calls_total',
-    help: 'Plugin calls (Invoke and Stream items) by module, function and outcome (ok, guest_error or an error code)',
+    help: 'Plugin calls (Invoke, Stream items and each row of a Stream batch) by module, function and outcome (ok, guest_error or an error code)',
     labelNames: ['module', 'function', 'outcome'] as const,
     registers: [this.registry],
   });

@@ -17,6 +17,7 @@ import { Metrics, serveMetrics } from './metrics.js';
 import { moduleService } from './module-service.js';
 import { pluginService } from './plugin-service.js';
 import { startServer, type RunningServer } from './server.js';
+import { encodeStreamResponse } from './stream-wire.js';
 import { restoreWorkerOutputSink, setWorkerOutputSink, type WorkerOutputSink } from '../util/worker-output.js';
 import type { StreamSession } from './stream-session.js';
 
@@ -79,7 +80,11 @@ export class Plughost {
         tls: config.tls,
         ...config.grpc,
         services: [
-          { desc: PluginService, impl: pluginService({ tokens, invoker, stream: config.stream, sessions, inflight }) },
+          {
+            desc: PluginService,
+            impl: pluginService({ tokens, invoker, stream: { ...config.stream, maxResponseBytes: config.grpc.maxSendMessageBytes }, sessions, inflight }),
+            responseSerializers: { stream: encodeStreamResponse },
+          },
           { desc: ModuleService, impl: moduleService({ tokens, registry, inflight, logger }) },
         ],
         files: [file_plughost_v1_plugin, file_plughost_v1_module],
@@ -110,8 +115,8 @@ export class Plughost {
     return this.sessions.size;
   }
 
-  /** Stream items pulled from clients whose results are not yet handed to grpc-js, over every open stream. */
-  get streamItemsInFlight(): number {
+  /** Stream rows (an item is one) pulled from clients whose answers have not yet left grpc-js, over every open stream. */
+  get streamRowsInFlight(): number {
     let n = 0;
     for (const s of this.sessions) n += s.inFlight;
     return n;

@@ -1,5 +1,6 @@
 // The one table from plughost's error codes to what a client sees: a gRPC status for a
-// unary call, and an in-band FailureKind for one item of a Stream. The README shows it.
+// unary call, and an in-band FailureKind (with the code itself) for one item or row of a
+// Stream. The README shows it.
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { FailureKind } from '../../gen/plughost/v1/outcome_pb.js';
 import { PlughostError, isPlughostError, messageOf, type ErrorCode } from '../errors.js';
@@ -36,7 +37,8 @@ export function toServiceError(e: unknown): Partial<ServiceError> {
   return { code: ERROR_TABLE[err.code].grpc, details: err.message, metadata };
 }
 
-export function failureKindOf(e: unknown): { kind: FailureKind; message: string } {
+/** An in-band failure: the FailureKind, the message, and the code a unary call would carry in `plughost-error-code`. */
+export function failureKindOf(e: unknown): { kind: FailureKind; message: string; code: ErrorCode } {
   const err = asPlughostError(e);
-  return { kind: ERROR_TABLE[err.code].stream, message: err.message };
+  return { kind: ERROR_TABLE[err.code].stream, message: err.message, code: err.code };
 }

@@ -1,25 +1,48 @@
-// One PluginService.Stream: items run concurrently up to the stream's window and their
-// outcomes go back in-band, as they finish or in arrival order. Back-pressure both ways:
-// the session stops pulling items while the window is full, and a full window includes
-// results the client has not read yet, so memory stays bounded however fast it writes.
+// One PluginService.Stream: items and batches run concurrently up to the stream's window and
+// their outcomes go back in-band, as they finish or in arrival order. The window counts rows
+// (an item is one; a batch as many as it carries; a batch bigger than the window runs alone).
+// Back-pressure both ways: the session stops pulling messages while the window is full, and a
+// row leaves the window only when its answer has left grpc-js for the connection, so results
+// the client has not read count too and memory stays bounded however fast it writes.
 import { create } from '@bufbuild/protobuf';
-import type { ServerDuplexStream } from '@grpc/grpc-js';
+import { Metadata, type ServerDuplexStream } from '@grpc/grpc-js';
 import { setMaxListeners } from 'node:events';
-import { CallOutcomeSchema, CallFailureSchema, type CallOutcome } from '../../gen/plughost/v1/outcome_pb.js';
-import { StreamResponseSchema, type StreamItem, type StreamRequest, type StreamResponse } from '../../gen/plughost/v1/plugin_pb.js';
+import { CallOutcomeSchema, type CallOutcome } from '../../gen/plughost/v1/outcome_pb.js';
+import {
+  StreamBatchResultSchema,
+  StreamResponseSchema,
+  type StreamBatch,
+  type StreamItem,
+  type StreamRequest,
+  type StreamResponse,
+} from '../../gen/plughost/v1/plugin_pb.js';
 import type { Identity } from '../auth/identity.js';
 import { PlughostError } from '../errors.js';
 import { deadlineOf, type Invoker } from './invoker.js';
-import { failureKindOf, toServiceError } from './status.js';
+import { toServiceError } from './status.js';
+import { IdsInFlight, type IdClaim } from './stream-ids.js';
+import { answerableRows, batchEnvelopeBytes, failureOf, failureOutcome, fitOutcomes, outcomeOf, rowReserveBytes } from './stream-outcomes.js';
 
-interface Slot {
-  id: bigint;
-  outcome?: CallOutcome;
-}
+/** The header (and trailer) that tells the client the window it was granted, in rows. */
+export const WINDOW_HEADER = 'plughost-window';
 
 export interface StreamLimits {
   defaultWindow: number;
   maxWindow: number;
+  maxBatchRows: number;
+  maxBatchBytes: number;
+  /** grpc.maxSendMessageBytes: a batch's outcomes travel in one response. */
+  maxResponseBytes: number;
+}
+
+type Work = { case: 'item'; value: StreamItem } | { case: 'batch'; value: StreamBatch };
+
+interface Slot {
+  /** Rows it holds in the window. */
+  rows: number;
+  /** Its ids in flight, if it claimed any. */
+  claim?: IdClaim;
+  response?: StreamResponse;
 }
 
 export class StreamSession {
@@ -28,10 +51,15 @@ export class StreamSession {
   private window: number;
   private ordered = false;
   private started = false;
-  /** Items pulled whose result is not yet handed to grpc-js. */
+  /** Rows admitted whose answer has not yet left grpc-js (the window bounds it). */
   private open = 0;
-  /** Arrival order, for ordered streams. */
+  /** Messages admitted whose answer is not yet handed to grpc-js. */
+  private unanswered = 0;
+  /** Read but not yet admitted: the window had no room (in arrival order). */
+  private readonly waiting: Work[] = [];
+  /** Admitted, in arrival order, for ordered streams. */
   private readonly queue: Slot[] = [];
+  private readonly ids = new IdsInFlight();
   private clientDone = false;
   private stopping = false;
   private finished = false;
@@ -50,7 +78,7 @@ export class StreamSession {
     private readonly requestId: string,
   ) {
     this.window = limits.defaultWindow;
-    // every item in the window listens for the stream's cancellation
+    // every call in the window listens for the stream's cancellation
     setMaxListeners(0, this.abort.signal);
     this.deadline = deadlineOf(call.getDeadline());
     call.on('data', (req: StreamRequest) => this.onRequest(req));
@@ -60,19 +88,19 @@ export class StreamSession {
     });
     call.on('drain', () => {
       this.awaitingDrain = false;
-      this.maybeResume();
+      this.pump();
     });
     call.on('cancelled', () => this.close());
     call.on('error', () => this.close());
     call.on('close', () => this.close());
   }
 
-  /** Items pulled whose result is not yet handed to grpc-js (the window bounds it). */
+  /** Rows pulled whose answer has not yet left grpc-js (the window bounds it). */
   get inFlight(): number {
     return this.open;
   }
 
-  /** Stops pulling items, lets those in flight finish, then ends with UNAVAILABLE. */
+  /** Stops pulling messages, lets those admitted finish, then ends with UNAVAILABLE. */
   shutdown(): Promise<void> {
     this.stopping = true;
     this.call.pause();
@@ -82,74 +110,159 @@ export class StreamSession {
 
   private onRequest(req: StreamRequest): void {
     if (this.finished || this.stopping) return;
+    const first = !this.started;
+    this.started = true;
     if (req.kind.case === 'options') {
-      if (this.started) return this.fail(new PlughostError('INVALID_ARGUMENT', 'StreamOptions must be the first message of a stream'));
+      if (!first) return this.fail(new PlughostError('INVALID_ARGUMENT', 'StreamOptions must be the first message of a stream'));
       const o = req.kind.value;
-      if (o.window > this.limits.maxWindow) {
-        return this.fail(new PlughostError('INVALID_ARGUMENT', `window ${o.window} is over the server's cap of ${this.limits.maxWindow} (stream.maxWindow)`));
-      }
       this.module = o.module;
       this.fn = o.function;
-      this.window = o.window || this.limits.defaultWindow;
+      this.window = Math.min(o.window || this.limits.defaultWindow, this.limits.maxWindow);
       this.ordered = o.ordered;
-      this.started = true;
-      return;
     }
-    this.started = true;
-    if (req.kind.case !== 'item') return this.fail(new PlughostError('INVALID_ARGUMENT', 'a stream message must carry options or an item'));
-    this.start(req.kind.value);
+    if (first) this.call.sendMetadata(this.windowMetadata());
+    if (req.kind.case === 'item' || req.kind.case === 'batch') {
+      this.waiting.push(req.kind);
+      this.pump();
+    } else if (req.kind.case !== 'options') {
+      this.fail(new PlughostError('INVALID_ARGUMENT', 'a stream message must carry options, an item or a batch'));
+    }
   }
 
-  private start(item: StreamItem): void {
-    this.open++;
-    if (this.open >= this.window) this.call.pause();
-    const slot: Slot = { id: item.id };
+  private windowMetadata(into = new Metadata()): Metadata {
+    into.set(WINDOW_HEADER, String(this.window));
+    return into;
+  }
+
+  /** Admits what the window has room for, in order, then pulls more only if there is room left. */
+  private pump(): void {
+    if (this.finished) return;
+    while (!this.stopping && this.waiting.length > 0) {
+      const rows = rowsOf(this.waiting[0]!);
+      // a batch bigger than the window runs when nothing else is in flight
+      if (this.open > 0 && this.open + rows > this.window) break;
+      this.start(this.waiting.shift()!, rows);
+    }
+    if (this.stopping || this.awaitingDrain || this.waiting.length > 0 || this.open >= this.window) this.call.pause();
+    else this.call.resume();
+  }
+
+  private start(work: Work, rows: number): void {
+    this.open += rows;
+    this.unanswered++;
+    const slot: Slot = { rows };
     if (this.ordered) this.queue.push(slot);
-    this.run(item).then((outcome) => {
-      slot.outcome = outcome;
+    const answer = work.case === 'item' ? this.runItem(work.value, slot) : this.runBatch(work.value, slot);
+    answer.then((response) => {
+      slot.response = response;
       if (!this.ordered) return this.send(slot);
-      while (this.queue[0]?.outcome) this.send(this.queue.shift()!);
+      while (this.queue[0]?.response) this.send(this.queue.shift()!);
     });
   }
 
-  private async run(item: StreamItem): Promise<CallOutcome> {
+  /** The function for a message naming `module` and `fn`: the stream's default applies to the stream's module only. */
+  private functionFor(module: string, fn: string | undefined): string | undefined {
+    return fn ?? (!module || module === this.module ? this.fn : undefined);
+  }
+
+  /** The stream's deadline, or the message's own when sooner. */
+  private deadlineFor(timeoutMs: number): number | undefined {
+    if (!timeoutMs) return this.deadline;
+    const own = Date.now() + timeoutMs;
+    return this.deadline === undefined ? own : Math.min(own, this.deadline);
+  }
+
+  private moduleFor(module: string, what: string): string {
+    const m = module || this.module;
+    if (!m) throw new PlughostError('INVALID_ARGUMENT', `the ${what} names no module and the stream options set none`);
+    return m;
+  }
+
+  private async runItem(item: StreamItem, slot: Slot): Promise<StreamResponse> {
+    let moduleHash = '';
+    let outcome: CallOutcome;
     try {
-      const module = item.module || this.module;
-      if (!module) throw new PlughostError('INVALID_ARGUMENT', 'the item names no module and the stream options set none');
+      slot.claim = this.ids.claimOne(item.id);
       const { result } = await this.invoker.invoke(this.identity, {
-        module,
-        fn: item.module ? item.function : (item.function ?? this.fn),
+        module: this.moduleFor(item.module, 'item'),
+        fn: this.functionFor(item.module, item.function),
         args: item.args,
-        deadline: this.deadline,
+        deadline: this.deadlineFor(item.timeoutMs),
         signal: this.abort.signal,
         requestId: `${this.requestId}/${item.id}`,
+        onResolved: (hash) => (moduleHash = hash),
       });
-      return create(CallOutcomeSchema, { result: result.ok ? { case: 'value', value: result.value } : { case: 'guestError', value: result.guestError } });
+      outcome = create(CallOutcomeSchema, { result: result.ok ? { case: 'value', value: result.value } : { case: 'guestError', value: result.guestError } });
     } catch (e) {
-      const { kind, message } = failureKindOf(e);
-      return create(CallOutcomeSchema, { result: { case: 'failure', value: create(CallFailureSchema, { kind, message }) } });
+      outcome = failureOutcome(e);
     }
+    return create(StreamResponseSchema, { id: item.id, outcome, moduleHash });
+  }
+
+  private async runBatch(batch: StreamBatch, slot: Slot): Promise<StreamResponse> {
+    let moduleHash = '';
+    const result = create(StreamBatchResultSchema, { firstId: batch.firstId, ids: batch.ids });
+    try {
+      this.check(batch);
+      slot.claim = batch.ids.length > 0 ? this.ids.claimList(batch.ids) : this.ids.claimRange(batch.firstId, batch.rows.length);
+      const { outcomes } = await this.invoker.invokeBatch(this.identity, {
+        module: this.moduleFor(batch.module, 'batch'),
+        fn: this.functionFor(batch.module, batch.function),
+        rows: batch.rows,
+        deadline: this.deadlineFor(batch.timeoutMs),
+        signal: this.abort.signal,
+        requestId: `${this.requestId}/${batch.ids[0] ?? batch.firstId}`,
+        onResolved: (hash) => (moduleHash = hash),
+        // the runtime refuses a row that would not fit before it commits, by the rule fitOutcomes keeps below
+        resultBudget: { bytes: this.limits.maxResponseBytes - batchEnvelopeBytes(batch.ids.length), rowReserve: rowReserveBytes() },
+      });
+      if (outcomes.length !== batch.rows.length) throw new PlughostError('INTERNAL', `the runtime answered ${outcomes.length} outcomes for ${batch.rows.length} rows`);
+      result.outcomes = outcomes.map(outcomeOf);
+      fitOutcomes(result.outcomes, this.limits.maxResponseBytes - batchEnvelopeBytes(batch.ids.length));
+    } catch (e) {
+      result.outcomes = [];
+      result.failure = failureOf(e);
+    }
+    return create(StreamResponseSchema, { id: batch.firstId, moduleHash, batch: result });
+  }
+
+  /** Refuses a batch that breaks a cap or whose ids do not match its rows. */
+  private check(batch: StreamBatch): void {
+    const n = batch.rows.length;
+    const refuse = (why: string) => new PlughostError('INVALID_ARGUMENT', `batch refused, no row was run: ${why}`);
+    if (n === 0) throw refuse('it carries no rows');
+    if (n > this.limits.maxBatchRows) throw refuse(`${n} rows is over the server's cap of ${this.limits.maxBatchRows} (stream.maxBatchRows)`);
+    const answerable = answerableRows(this.limits.maxResponseBytes, batch.ids.length);
+    if (n > answerable) throw refuse(`the outcomes of ${n} rows may not fit in one response; at most ${answerable} do under grpc.maxSendMessageBytes (${this.limits.maxResponseBytes})`);
+    let bytes = 0;
+    for (const r of batch.rows) bytes += r.length;
+    if (bytes > this.limits.maxBatchBytes) throw refuse(`its rows hold ${bytes} bytes, over the server's cap of ${this.limits.maxBatchBytes} (stream.maxBatchBytes)`);
+    if (batch.ids.length > 0 && batch.ids.length !== n) throw refuse(`it has ${batch.ids.length} ids for ${n} rows (give one id per row, or none and first_id)`);
   }
 
   private send(slot: Slot): void {
-    this.open--;
+    this.unanswered--;
+    if (slot.claim) this.ids.release(slot.claim);
     if (!this.finished && !this.call.cancelled) {
-      if (!this.call.write(create(StreamResponseSchema, { id: slot.id, outcome: slot.outcome }))) this.awaitingDrain = true;
-    }
-    this.maybeResume();
+      // the rows leave the window once the answer has left grpc-js, so answers the client does not read hold it full
+      const more = this.call.write(slot.response!, () => this.release(slot.rows));
+      if (!more) this.awaitingDrain = true;
+    } else this.release(slot.rows);
     this.maybeFinish();
   }
 
-  private maybeResume(): void {
-    if (!this.finished && !this.stopping && !this.awaitingDrain && this.open < this.window) this.call.resume();
+  private release(rows: number): void {
+    this.open -= rows;
+    this.pump();
+    this.maybeFinish();
   }
 
   private maybeFinish(): void {
-    if (this.finished || this.open > 0) return;
-    if (this.stopping) return this.fail(new PlughostError('UNAVAILABLE', 'the server is shutting down: items without a result were not run'));
-    if (this.clientDone) {
+    if (this.finished || this.unanswered > 0) return;
+    if (this.stopping) return this.fail(new PlughostError('UNAVAILABLE', 'the server is shutting down: items and batches without a result were not run'));
+    if (this.clientDone && this.waiting.length === 0) {
       this.finished = true;
-      this.call.end();
+      this.call.end(this.windowMetadata());
       this.resolveDone();
     }
   }
@@ -159,14 +272,22 @@ export class StreamSession {
     this.finished = true;
     this.abort.abort();
     this.call.pause();
-    this.call.emit('error', toServiceError(e));
+    const error = toServiceError(e);
+    error.metadata = this.windowMetadata(error.metadata);
+    this.call.emit('error', error);
     this.resolveDone();
   }
 
-  /** The client went away: stop what is still waiting for a controller. */
+  /** The client went away (also after it half-closed): stop what is still waiting for a controller. */
   private close(): void {
-    if (!this.finished && !this.clientDone) this.abort.abort();
+    if (!this.finished) this.abort.abort();
     this.finished = true;
+    this.waiting.length = 0;
     this.resolveDone();
   }
+}
+
+function rowsOf(work: Work): number {
+  // a batch refused for having no rows still takes a place
+  return work.case === 'item' ? 1 : Math.max(1, work.value.rows.length);
 }

@@ -83,6 +83,11 @@ export class Ring {
     return Atomics.load(this.header, SLEEPING) === 1;
   }
 
+  /** Bytes of records the consumer has not freed yet (producer side). */
+  get used(): number {
+    return (this.writePos - (Atomics.load(this.header, READ) >>> 0)) >>> 0;
+  }
+
   /** Wakes a sleeping consumer. */
   wake(): void {
     Atomics.store(this.header, SLEEPING, 0);

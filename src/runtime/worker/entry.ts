@@ -10,13 +10,15 @@ import { scopeKeys, type ScopeKeys } from '../../kv/keys.js';
 import { KvOpError } from '../../kv/kv-error.js';
 import { LmdbReader, openLmdbEnv } from '../../kv/lmdb-env.js';
 import { OverlayReader } from '../../kv/layer.js';
+import { mapKey } from '../../kv/keys.js';
 import { KV_OPS, KvTxn } from '../../kv/txn.js';
 import type { KvAccess, KvLimits } from '../../kv/types.js';
 import type { ControlMessage, WorkerInit } from '../protocol.js';
 import { Ring } from '../shared/ring.js';
-import { EXPORTS, FLAG, REQ, RFLAG, STATUS, STATUS_LAYOUT, readRequest, writeReply, writeReplyOnPort, type CallRecord, type ReplyRecord } from '../shared/wire.js';
+import { EXPORTS, FLAG, REQ, RFLAG, STATUS, STATUS_LAYOUT, readRequest, writeReply, writeReplyOnPort, type CallRecord, type ReplyRecord, type RowResult } from '../shared/wire.js';
 import { createBridge } from './bridge.js';
 import { classifyFailure } from './classify.js';
+import { coreInvokeOf, directInvoke, type CoreInvoke } from './direct-invoke.js';
 import { beginCall, importGuards, noteHeap } from './guards.js';
 
 type GuestExports = Record<string, (...a: unknown[]) => unknown>;
@@ -31,6 +33,8 @@ interface LoadedModule {
   coreModules: Record<string, WebAssembly.Module>;
   maxMemoryBytes: number;
   kvLimits: KvLimits;
+  /** Its `invoke` may be called on the core instance (CompiledComponent.directInvoke). */
+  directInvoke: boolean;
   instantiate?: Instantiate;
 }
 /** A controller's context, swapped per call: its host imports read it at call time. */
@@ -43,6 +47,8 @@ interface LiveController {
   exports: GuestExports;
   memory?: WebAssembly.Memory | undefined;
   slot: Slot;
+  /** `invoke` without jco's wrapper, when the module allows it. */
+  core: CoreInvoke | undefined;
 }
 
 const init = workerData as WorkerInit;
@@ -64,6 +70,7 @@ const SPIN_MAX_US = init.spinUs;
 const SLICE_MS = 5;
 /** Longest an idle worker blocks before its event loop gets a turn. */
 const IDLE_WAIT_MS = 50;
+
 let stopping = false;
 /** Seq of the call running now. */
 let runningSeq = 0;
@@ -79,6 +86,7 @@ function instantiate(moduleId: number): LiveController {
   module.instantiate ??= (new Function(module.glue)() as { instantiate: Instantiate }).instantiate;
   const slot: Slot = { callId: 0, txn: undefined };
   let memory: WebAssembly.Memory | undefined;
+  const instances: WebAssembly.Instance[] = [];
   const guards = importGuards(module.kvLimits);
   const exports = module.instantiate(
     (name) => {
@@ -90,10 +98,12 @@ function instantiate(moduleId: number): LiveController {
     (m, imports) => {
       const instance = new WebAssembly.Instance(m, guards.core(imports));
       if (instance.exports.memory instanceof WebAssembly.Memory) memory ??= instance.exports.memory;
+      instances.push(instance);
       return instance;
     },
   );
-  return { module, exports, memory, slot };
+  const core = module.directInvoke && instances.length === 1 ? coreInvokeOf(instances[0]!.exports) : undefined;
+  return { module, exports, memory, slot, core };
 }
 
 /**
@@ -156,7 +166,12 @@ function describe(c: LiveController) {
   }));
 }
 
-function reply(m: ReplyRecord): void {
+/**
+ * Writes a record into the reply ring. `soon`: the main thread needs it only once the
+ * call's reply comes (a row's result): it is woken for it only when the ring fills up,
+ * not for each one (a wake-up costs the worker 15-25 µs).
+ */
+function reply(m: ReplyRecord, soon = false): void {
   for (;;) {
     const r = writeReply(replies, m);
     if (r === 'ok') break;
@@ -166,9 +181,10 @@ function reply(m: ReplyRecord): void {
       while (!writeReplyOnPort(replies, m.seq)) replies.waitForSpace(1);
       break;
     }
-    replies.waitForSpace(1); // the main thread reads replies as they come; it frees room soon
+    replies.wake(); // the main thread may be asleep with records it was not woken for
+    replies.waitForSpace(1); // it reads replies as they come; it frees room soon
   }
-  if (replies.publish()) replies.wake();
+  if (replies.publish() && (!soon || replies.used > replies.capacity / 4)) replies.wake();
 }
 
 function failureStatus(e: unknown, c: LiveController | undefined, maxMemoryBytes: number): { status: number; message: string } {
@@ -195,6 +211,7 @@ function runCall(call: CallRecord): ReplyRecord {
     let c = controllers.get(call.controllerId);
     if (call.flags & FLAG.CREATE) {
       out.flags |= RFLAG.STARTING;
+      Atomics.store(status, STATUS_LAYOUT.row, -1);
       const module = modules.get(call.moduleId);
       try {
         c = instantiate(call.moduleId);
@@ -226,8 +243,15 @@ function runCall(call: CallRecord): ReplyRecord {
       }
       slot.callId = call.callId;
       const fn = EXPORTS[call.fn];
+      if (call.rows) {
+        Atomics.store(status, STATUS_LAYOUT.row, -1);
+        if (fn === 'invokeBatch') runBatchEntry(call, c, out);
+        else runRows(call, c, out);
+        if (out.status !== STATUS.OK && out.status !== STATUS.EXPIRED) controllers.delete(call.controllerId);
+        return out;
+      }
       if (fn === 'describe') out.value = describe(c);
-      else if (fn === 'invoke') out.value = c.exports.invoke?.(call.name, call.args);
+      else if (fn === 'invoke') out.value = c.core ? directInvoke(c.core, call.name, call.args) : c.exports.invoke?.(call.name, call.args);
       else {
         const f = c.exports[fn as string];
         if (!f) throw new Error(`the module does not export ${fn}`);
@@ -256,10 +280,103 @@ function runCall(call: CallRecord): ReplyRecord {
   }
 }
 
+/**
+ * Runs `invoke` once per row, back to back on this controller, each row in its own KV
+ * transaction (a writer's next row reads through the rows before it, whose writes are not
+ * in LMDB yet). Each row has the call's time limit: the row's start is published for the
+ * watchdog. Each row's result goes into the reply ring before the next row starts, so a
+ * row that is stopped loses none of the rows before it. Stops at a trap (the controller
+ * is gone), at the deadline, or when the main thread cancels the rest.
+ */
+function runRows(call: CallRecord, c: LiveController, out: ReplyRecord): void {
+  const rows = call.rows!;
+  const slot = c.slot;
+  const base = slot.txn;
+  slot.txn = undefined;
+  // the transaction runCall made tells how this call reads KV; each row gets its own
+  const reader = base && base.access === 'write' ? new OverlayReader(base.reader, []) : base?.reader;
+  const results: RowResult[] = [];
+  out.rows = results;
+  /** The scope's entry count after the rows so far, once one of them needed it (counting walks the rows' writes). */
+  let entries: number | undefined;
+  for (let i = 0; i < rows.length; i++) {
+    const t = now();
+    if (i > 0) runningSince[STATUS_LAYOUT.since] = t;
+    Atomics.store(status, STATUS_LAYOUT.row, i);
+    if (t > call.deadlineAt || Atomics.load(status, STATUS_LAYOUT.cancelled) === call.seq) {
+      out.status = STATUS.EXPIRED;
+      out.value = t > call.deadlineAt ? 'the deadline passed before the row could start' : 'cancelled';
+      break;
+    }
+    const txn = base && reader ? new KvTxn(reader, base.scope, base.access, base.limits) : undefined;
+    if (txn) txn.baseCount = entries;
+    slot.txn = txn;
+    // each row is a call of its own: its own lift budget
+    if (i > 0) beginCall(c.module.maxMemoryBytes);
+    try {
+      const value = (c.core ? directInvoke(c.core, call.name, rows[i]!) : c.exports.invoke?.(call.name, rows[i])) as Uint8Array;
+      const commit = txn?.commitRecord();
+      // the next rows read through this one's writes, which only the main thread commits
+      if (commit && reader instanceof OverlayReader) for (const [k, v] of commit.writes) reader.layer.set(mapKey(k), v);
+      if (commit) entries = commit.baseCount !== undefined ? commit.baseCount + commit.entryDelta : commit.entryDelta === 0 ? entries : undefined;
+      results.push({ status: STATUS.OK, value, commit });
+    } catch (e) {
+      const f = failureStatus(e, c, c.module.maxMemoryBytes);
+      results.push({ status: f.status, value: f.message });
+      if (f.status !== STATUS.GUEST_ERROR) {
+        out.status = f.status;
+        out.value = f.message;
+        break;
+      }
+    } finally {
+      if (txn?.didRead) out.flags |= RFLAG.KV_READ;
+      slot.txn = undefined;
+    }
+    // any row may be the one that runs past its limit and takes the worker down with it
+    if (i + 1 < rows.length && results.length > 0) {
+      reply({ seq: call.seq, status: STATUS.ROWS, flags: 0, ms: 0, memoryBytes: 0, value: undefined, commit: undefined, rows: results }, true);
+      results.length = 0;
+    }
+  }
+  out.memoryBytes = memoryBytes(c);
+}
+
+/**
+ * Runs the guest's `invoke-batch` once for all rows, in one KV transaction. Its answer
+ * must have one result per row; any other count is a trap for every row.
+ */
+function runBatchEntry(call: CallRecord, c: LiveController, out: ReplyRecord): void {
+  const rows = call.rows!;
+  Atomics.store(status, STATUS_LAYOUT.row, 0);
+  try {
+    const list = c.exports.invokeBatch!(call.name, rows) as unknown;
+    if (!Array.isArray(list) || list.length !== rows.length) {
+      out.flags |= RFLAG.BAD_COUNT;
+      throw new WebAssembly.RuntimeError(`invoke-batch returned ${Array.isArray(list) ? list.length : 'no list of'} results for ${rows.length} rows; it must return one per row`);
+    }
+    out.rows = list.map((r: { tag: string; val: unknown }) =>
+      r.tag === 'ok' ? { status: STATUS.OK, value: r.val as Uint8Array } : { status: STATUS.GUEST_ERROR, value: String(r.val) },
+    );
+    const txn = c.slot.txn;
+    if (txn) {
+      if (txn.didRead) out.flags |= RFLAG.KV_READ;
+      out.commit = txn.commitRecord();
+    }
+  } catch (e) {
+    const f = failureStatus(e, c, c.module.maxMemoryBytes);
+    // its own err(...) is not a shape invoke-batch can answer with: a trap like any other
+    out.status = f.status === STATUS.GUEST_ERROR ? STATUS.TRAP : f.status;
+    out.value = f.status === STATUS.GUEST_ERROR ? `invoke-batch threw ${f.message}` : f.message;
+    out.rows = rows.map(() => ({ status: out.status, value: String(out.value) }));
+    if (c.slot.txn?.didRead) out.flags |= RFLAG.KV_READ;
+  }
+  out.memoryBytes = memoryBytes(c);
+}
+
 function onControl(m: ControlMessage): void {
   switch (m.t) {
     case 'load':
-      modules.set(m.moduleId, { glue: m.glue, coreModules: m.coreModules, maxMemoryBytes: m.maxMemoryBytes, kvLimits: m.kvLimits });
+      modules.set(m.moduleId, { glue: m.glue, coreModules: m.coreModules, maxMemoryBytes: m.maxMemoryBytes, kvLimits: m.kvLimits, directInvoke: m.directInvoke });
       return;
     case 'unload':
       modules.delete(m.moduleId);
