@@ -68,19 +68,10 @@ export class Invoker {
       outcome = r.result.ok ? 'ok' : 'guest_error';
       return r;
     } catch (e) {
-      const err = asPlughostError(e);
-      outcome = err.code;
-      const level = GUEST_FAILURES.has(err.code) ? (err.code === 'INTERNAL' ? 'error' : 'warn') : 'info';
-      this.observers.logger?.[level]({ reqId: req.requestId, subject: identity.subject, module: req.module, fn: req.fn, code: err.code, err: err.message }, 'call failed');
+      outcome = this.failed(identity, req, e, 'call failed');
       throw e;
     } finally {
-      const seconds = (performance.now() - t0) / 1000;
-      const m = this.observers.metrics;
-      if (m) {
-        labels.function = m.functionLabel(labels.module, labels.function);
-        m.calls.inc({ ...labels, outcome });
-        m.latency.observe(labels, seconds);
-      }
+      const seconds = this.observe(labels, [[outcome, 1]], t0);
       // the hot path: build the line only when someone reads debug lines
       const logger = this.observers.logger;
       if (logger?.isLevelEnabled('debug')) logger.debug({ reqId: req.requestId, subject: identity.subject, module: req.module, fn: req.fn, outcome, ms: seconds * 1000 }, 'call');
@@ -107,22 +98,33 @@ export class Invoker {
       }
       return { outcomes, hash };
     } catch (e) {
-      const err = asPlughostError(e);
-      counts.set(err.code, req.rows.length);
-      const level = GUEST_FAILURES.has(err.code) ? (err.code === 'INTERNAL' ? 'error' : 'warn') : 'info';
-      this.observers.logger?.[level]({ reqId: req.requestId, subject: identity.subject, module: req.module, fn: req.fn, rows: req.rows.length, code: err.code, err: err.message }, 'batch refused');
+      counts.set(this.failed(identity, req, e, 'batch refused', { rows: req.rows.length }), req.rows.length);
       throw e;
     } finally {
-      const seconds = (performance.now() - t0) / 1000;
-      const m = this.observers.metrics;
-      if (m) {
-        labels.function = m.functionLabel(labels.module, labels.function);
-        for (const [outcome, n] of counts) m.calls.inc({ ...labels, outcome }, n);
-        m.latency.observe(labels, seconds);
-      }
+      const seconds = this.observe(labels, counts, t0);
       const logger = this.observers.logger;
       if (logger?.isLevelEnabled('debug')) logger.debug({ reqId: req.requestId, subject: identity.subject, module: req.module, fn: req.fn, rows: req.rows.length, outcomes: Object.fromEntries(counts), ms: seconds * 1000 }, 'batch');
     }
+  }
+
+  /** Logs a call or batch that did not complete (at warn when it says something about the guest or the server); returns its code. */
+  private failed(identity: Identity, req: { requestId?: string; module: string; fn: string | undefined }, e: unknown, what: string, extra: object = {}): string {
+    const err = asPlughostError(e);
+    const level = GUEST_FAILURES.has(err.code) ? (err.code === 'INTERNAL' ? 'error' : 'warn') : 'info';
+    this.observers.logger?.[level]({ reqId: req.requestId, subject: identity.subject, module: req.module, fn: req.fn, ...extra, code: err.code, err: err.message }, what);
+    return err.code;
+  }
+
+  /** Counts outcomes (outcome, how many) and times the call or batch; returns its seconds. */
+  private observe(labels: { module: string; function: string }, counts: Iterable<[string, number]>, t0: number): number {
+    const seconds = (performance.now() - t0) / 1000;
+    const m = this.observers.metrics;
+    if (m) {
+      labels.function = m.functionLabel(labels.module, labels.function);
+      for (const [outcome, n] of counts) m.calls.inc({ ...labels, outcome }, n);
+      m.latency.observe(labels, seconds);
+    }
+    return seconds;
   }
 
   private async call(identity: Identity, req: CallRequest, labels: { module: string; function: string }): Promise<{ result: InvokeResult; hash: string }> {
