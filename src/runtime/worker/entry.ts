@@ -10,7 +10,6 @@ import { scopeKeys, type ScopeKeys } from '../../kv/keys.js';
 import { KvOpError } from '../../kv/kv-error.js';
 import { LmdbReader, openLmdbEnv } from '../../kv/lmdb-env.js';
 import { OverlayReader } from '../../kv/layer.js';
-import { mapKey } from '../../kv/keys.js';
 import { KV_OPS, KvTxn } from '../../kv/txn.js';
 import type { KvAccess, KvLimits } from '../../kv/types.js';
 import type { ControlMessage, WorkerInit } from '../protocol.js';
@@ -304,8 +303,8 @@ function runRows(call: CallRecord, c: LiveController, out: ReplyRecord): void {
     if (i > 0) runningSince[STATUS_LAYOUT.since] = t;
     Atomics.store(status, STATUS_LAYOUT.row, i);
     if (t > call.deadlineAt || Atomics.load(status, STATUS_LAYOUT.cancelled) === call.seq) {
+      // the main thread says which (it knows its caller's deadline and signal)
       out.status = STATUS.EXPIRED;
-      out.value = t > call.deadlineAt ? 'the deadline passed before the row could start' : 'cancelled';
       break;
     }
     const txn = base && reader ? new KvTxn(reader, base.scope, base.access, base.limits) : undefined;
@@ -317,7 +316,7 @@ function runRows(call: CallRecord, c: LiveController, out: ReplyRecord): void {
       const value = (c.core ? directInvoke(c.core, call.name, rows[i]!) : c.exports.invoke?.(call.name, rows[i])) as Uint8Array;
       const commit = txn?.commitRecord();
       // the next rows read through this one's writes, which only the main thread commits
-      if (commit && reader instanceof OverlayReader) for (const [k, v] of commit.writes) reader.layer.set(mapKey(k), v);
+      if (commit && reader instanceof OverlayReader) for (const [k, v] of txn!.buffer) reader.layer.set(k, v);
       if (commit) entries = commit.baseCount !== undefined ? commit.baseCount + commit.entryDelta : commit.entryDelta === 0 ? entries : undefined;
       results.push({ status: STATUS.OK, value, commit });
     } catch (e) {
@@ -325,7 +324,6 @@ function runRows(call: CallRecord, c: LiveController, out: ReplyRecord): void {
       results.push({ status: f.status, value: f.message });
       if (f.status !== STATUS.GUEST_ERROR) {
         out.status = f.status;
-        out.value = f.message;
         break;
       }
     } finally {
@@ -365,9 +363,10 @@ function runBatchEntry(call: CallRecord, c: LiveController, out: ReplyRecord): v
   } catch (e) {
     const f = failureStatus(e, c, c.module.maxMemoryBytes);
     // its own err(...) is not a shape invoke-batch can answer with: a trap like any other
-    out.status = f.status === STATUS.GUEST_ERROR ? STATUS.TRAP : f.status;
-    out.value = f.status === STATUS.GUEST_ERROR ? `invoke-batch threw ${f.message}` : f.message;
-    out.rows = rows.map(() => ({ status: out.status, value: String(out.value) }));
+    const failed = f.status === STATUS.GUEST_ERROR ? STATUS.TRAP : f.status;
+    const message = f.status === STATUS.GUEST_ERROR ? `invoke-batch threw ${f.message}` : f.message;
+    out.status = failed;
+    out.rows = rows.map(() => ({ status: failed, value: message }));
     if (c.slot.txn?.didRead) out.flags |= RFLAG.KV_READ;
   }
   out.memoryBytes = memoryBytes(c);
