@@ -43,6 +43,10 @@ export interface BridgedCall {
   scope: KvScope;
   lockHeld: boolean;
   txn?: KvTransaction;
+  /** The row of a call with rows the worker is running now (undefined: not a call with rows, or none yet). */
+  row(): number | undefined;
+  /** Epoch ms at which the call (a call with rows: its current row) runs out of time. */
+  endsAt(): number;
 }
 
 export type Job =
@@ -236,8 +240,14 @@ class Call {
       // host calls the main thread serves (log, sql, run, KV of a store the worker cannot read)
       // find the call by its id; a retry starts over with a fresh transaction
       this.bridged?.txn?.rollback();
-      if (this.bridged) Object.assign(this.bridged, { access, lockHeld: this.unlock !== undefined, txn: undefined });
-      else this.callId = this.services.beginBridgedCall((this.bridged = { ctx: this.ctx, runtime: rt, access, scope, lockHeld: this.unlock !== undefined }));
+      const handedAt = Date.now();
+      const worker = c.worker;
+      // a row's clock restarts per row: the worker publishes when its row started
+      const endsAt = job.fn === 'invokeRows' && !job.entry ? () => Math.min(this.deadline, worker.runningSinceMs + limit) : () => Math.min(this.deadline, handedAt + budget);
+      const row = job.fn === 'invokeRows' ? () => (worker.runningRow >= 0 ? worker.runningRow : undefined) : () => undefined;
+      const state = { access, lockHeld: this.unlock !== undefined, txn: undefined, row, endsAt };
+      if (this.bridged) Object.assign(this.bridged, state);
+      else this.callId = this.services.beginBridgedCall((this.bridged = { ctx: this.ctx, runtime: rt, scope, ...state }));
     }
     // the lock holder reads through the scope's commits still on their way into the store
     const overlay = invokes && flags & FLAG.KV_LOCAL && access === 'write' && this.unlock ? this.services.store!.overlayOf?.(scope) : undefined;

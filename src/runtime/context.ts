@@ -2,6 +2,21 @@
 // runtime installs it for exactly one call. The guest never sees the identity.
 import type { KvAccess } from '../kv/types.js';
 
+/** One `sql(query, vars)` a guest made, as whoever answers it is asked. */
+export interface SqlRequest {
+  query: string;
+  vars: Uint8Array;
+  /** The row of a batch the guest was running (0-based), or undefined for a single call. */
+  row: number | undefined;
+  /** How long the guest may wait for the answer: the lower of hostCallTimeoutMs and what is left of the call's time. */
+  timeoutMs: number;
+  /** Aborted when the guest stops waiting (timeout, the call ended or was cancelled): forget the request. */
+  signal: AbortSignal;
+}
+
+/** The guest's answer: result bytes, or the err string its `sql` returns. */
+export type SqlAnswer = { ok: Uint8Array } | { err: string };
+
 export interface InvocationContext {
   /** Who is calling (from the token); used for logs, never passed to the guest. */
   subject: string;
@@ -28,4 +43,9 @@ export interface InvocationContext {
    * response never has to drop a row that committed. 0 when absent.
    */
   resultRowReserve?: number;
+  /**
+   * Answers the guest's `sql` host calls (the engine that opened the Stream the call came
+   * on, when it said it serves queries). Absent: `sql` returns err. Must not throw.
+   */
+  sql?(request: SqlRequest): Promise<SqlAnswer>;
 }

@@ -252,7 +252,8 @@ export class RuntimeManager implements PoolHost, CallServices, HostCallHandler {
   async hostCall(callId: number, op: string, args: unknown[]): Promise<{ ok: unknown } | { err: string }> {
     const call = this.bridged.get(callId);
     if (!call) return { err: `${op}: no call in progress` };
-    if (!KV_OP_SET.has(op)) return { err: `${op} is not available: this caller serves no ${op === 'sql' ? 'queries' : 'plugin calls'}` };
+    if (op === 'sql') return this.sql(call, args);
+    if (!KV_OP_SET.has(op)) return { err: `${op} is not available: this caller serves no plugin calls` };
     this.bridgedKvOps.set(op, (this.bridgedKvOps.get(op) ?? 0) + 1);
     const store = this.store;
     if (!store) return { err: `${op}: this server has no KV store` };
@@ -262,6 +263,31 @@ export class RuntimeManager implements PoolHost, CallServices, HostCallHandler {
     } catch (e) {
       if (e instanceof KvOpError) return { err: e.message };
       throw e;
+    }
+  }
+
+  /** A guest's `sql`: asks whoever the call's context names, within hostCallTimeoutMs and the call's own time. */
+  private async sql(call: BridgedCall, args: unknown[]): Promise<{ ok: unknown } | { err: string }> {
+    const answer = call.ctx.sql;
+    if (!answer) return { err: 'sql is not available: only an engine that opened a Stream serving queries (StreamOpen.serve_sql) answers sql; Invoke and other streams do not' };
+    const [query, vars] = args as [string, Uint8Array];
+    const left = Math.floor(call.endsAt() - Date.now());
+    const timeoutMs = Math.min(this.options.hostCallTimeoutMs, Number.isNaN(left) ? Infinity : left);
+    if (!(timeoutMs > 0)) return { err: 'sql: the call has no time left to wait for an answer' };
+    const giveUp = new AbortController();
+    const outer = call.ctx.signal;
+    const onAbort = () => giveUp.abort();
+    outer?.addEventListener('abort', onAbort, { once: true });
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<{ err: string }>((resolve) => {
+      timer = setTimeout(() => resolve({ err: `sql got no answer from the engine within ${timeoutMs} ms` }), timeoutMs);
+    });
+    try {
+      return await Promise.race([answer({ query: String(query), vars, row: call.row(), timeoutMs, signal: giveUp.signal }), late]);
+    } finally {
+      clearTimeout(timer);
+      outer?.removeEventListener('abort', onAbort);
+      giveUp.abort();
     }
   }
 

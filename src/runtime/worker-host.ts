@@ -281,6 +281,11 @@ export class WorkerHost {
     return Atomics.load(this.status, STATUS_LAYOUT.running) === 0 ? -1 : Atomics.load(this.status, STATUS_LAYOUT.row);
   }
 
+  /** When the running call (a call with rows: its current row) started, epoch ms; NaN when none runs. */
+  get runningSinceMs(): number {
+    return Atomics.load(this.status, STATUS_LAYOUT.running) === 0 ? NaN : this.runningSince[STATUS_LAYOUT.since]!;
+  }
+
   /** The running call has gone on for more than STALLED_AFTER_MS. */
   get stalled(): boolean {
     return Atomics.load(this.status, STATUS_LAYOUT.running) !== 0 && now() - this.runningSince[STATUS_LAYOUT.since]! > STALLED_AFTER_MS;

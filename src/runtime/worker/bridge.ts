@@ -10,6 +10,13 @@ export type ImportResult = { tag: 'ok'; val: unknown } | { tag: 'err'; val: stri
 /** A controller's host imports, by jco name. */
 export type HostImports = Record<string, (...a: any[]) => unknown>;
 
+/**
+ * The main thread answers every host call within hostCallTimeoutMs (a late engine gets
+ * err there); the worker waits this much longer, so that its own give-up is only for a
+ * main thread that cannot answer at all.
+ */
+const ANSWER_GRACE_MS = 1000;
+
 const FORWARDED = ['kvGet', 'kvSet', 'kvDel', 'kvExists', 'kvGetBatch', 'kvSetBatch', 'kvDelBatch', 'kvDelRange', 'kvKeys', 'kvEntries', 'kvCount', 'sql', 'run'];
 
 export function createBridge(port: MessagePort, flagBuffer: SharedArrayBuffer, timeoutMs: number) {
@@ -21,7 +28,7 @@ export function createBridge(port: MessagePort, flagBuffer: SharedArrayBuffer, t
     const mine = ++seq;
     Atomics.store(flag, 0, 0);
     port.postMessage({ seq: mine, callId, op, args } satisfies BridgeRequest);
-    const deadline = Date.now() + timeoutMs;
+    const deadline = Date.now() + timeoutMs + ANSWER_GRACE_MS;
     for (;;) {
       const left = deadline - Date.now();
       if (left <= 0 || Atomics.wait(flag, 0, 0, left) === 'timed-out') {
