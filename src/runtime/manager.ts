@@ -269,7 +269,7 @@ export class RuntimeManager implements PoolHost, CallServices, HostCallHandler {
   /** A guest's `sql`: asks whoever the call's context names, within hostCallTimeoutMs and the call's own time. */
   private async sql(call: BridgedCall, args: unknown[]): Promise<{ ok: unknown } | { err: string }> {
     const answer = call.ctx.sql;
-    if (!answer) return { err: 'sql is not available: only an engine that opened a Stream serving queries (StreamOpen.serve_sql) answers sql; Invoke and other streams do not' };
+    if (!answer) return { err: 'sql is not available: only an engine that opened a Stream serving queries (StreamOptions.serve_sql) answers sql; Invoke and other streams do not' };
     const [query, vars] = args as [string, Uint8Array];
     const left = Math.floor(call.endsAt() - Date.now());
     const timeoutMs = Math.min(this.options.hostCallTimeoutMs, Number.isNaN(left) ? Infinity : left);
