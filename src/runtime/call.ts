@@ -14,7 +14,9 @@ import type { InvocationContext } from './context.js';
 import type { Controller } from './controller.js';
 import type { Runtime } from './runtime.js';
 import { EXPORTS, FLAG, RFLAG, STATUS, type ReplyRecord } from './shared/wire.js';
-import { CallMovedError, WorkerLostError, rowsProgressOf } from './worker-host.js';
+import { CallMovedError, WorkerLostError, rowsProgressOf, type WorkerHost } from './worker-host.js';
+import { CallTree } from './nested.js';
+import { scopeId } from '../kv/keys.js';
 
 /** What a Runtime needs from whoever owns the workers and the store (RuntimeManager). */
 export interface CallServices {
@@ -47,6 +49,16 @@ export interface BridgedCall {
   row(): number | undefined;
   /** Epoch ms at which the call (a call with rows: its current row) runs out of time. */
   endsAt(): number;
+  /** The worker running it (a call made with run runs in its caller's). */
+  worker: WorkerHost;
+  /** 0 for a top-level call; a call made with run is one deeper than its caller. */
+  depth: number;
+  /** The top-level call and those made under it with run (absent when the module cannot call run). */
+  tree?: CallTree;
+  /** The call that made this one with run. */
+  parent?: BridgedCall;
+  /** Its KV transaction is its caller's (the same scope, on a store the workers cannot read). */
+  sharedTxn?: boolean;
 }
 
 export type Job =
@@ -126,6 +138,8 @@ class Call {
   private controller: Controller | undefined;
   private unlock: (() => void) | undefined;
   private bridged: BridgedCall | undefined;
+  /** This call and the calls it made with run. */
+  private tree: CallTree | undefined;
   private callId = 0;
   private leaveQuarantine: (() => void) | undefined;
   /** Until when this call may wait for its scope's write lock. */
@@ -164,6 +178,7 @@ class Call {
         }
       }
     } finally {
+      this.tree?.close((id) => this.services.endBridgedCall(id));
       this.releaseLock();
       this.leaveQuarantine?.();
       if (this.callId) this.services.endBridgedCall(this.callId);
@@ -245,7 +260,10 @@ class Call {
       // a row's clock restarts per row: the worker publishes when its row started
       const endsAt = job.fn === 'invokeRows' && !job.entry ? () => Math.min(this.deadline, worker.runningSinceMs + limit) : () => Math.min(this.deadline, handedAt + budget);
       const row = job.fn === 'invokeRows' ? () => (worker.runningRow >= 0 ? worker.runningRow : undefined) : () => undefined;
-      const state = { access, lockHeld: this.unlock !== undefined, txn: undefined, row, endsAt };
+      // a retry starts a fresh tree too: what nested calls of the lost attempt held is let go
+      this.tree?.close((id) => this.services.endBridgedCall(id));
+      this.tree = rt.callsRun ? new CallTree(rt, scopeId(scope), () => this.unlock !== undefined) : undefined;
+      const state = { access, lockHeld: this.unlock !== undefined, txn: undefined, row, endsAt, worker, depth: 0, tree: this.tree };
       if (this.bridged) Object.assign(this.bridged, state);
       else this.callId = this.services.beginBridgedCall((this.bridged = { ctx: this.ctx, runtime: rt, scope, ...state }));
     }
@@ -312,25 +330,35 @@ class Call {
     const store = this.services.store;
     if (!store) return reply;
     const txn = this.bridged?.txn;
+    const tree = this.tree;
     if (reply.status !== STATUS.OK) txn?.rollback();
     try {
       const t0 = performance.now();
-      if (reply.status === STATUS.OK && reply.commit) {
-        const { visible, durable } = store.commit(scope, reply.commit);
-        // the next writer reads through this commit until LMDB has it
+      let wrote = false;
+      if (reply.status === STATUS.OK) {
+        // its own writes, and those of the calls it made with run (held until now)
+        const local = tree?.takeCommits(-1) ?? [];
+        if (reply.commit) local.unshift({ scope, commit: reply.commit });
+        const landing = local.map((n) => store.commit(n.scope, n.commit));
+        // transactions of a store the workers cannot read commit with their locks held
+        if (txn) wrote = await txn.commit();
+        for (const t of tree?.txns.splice(0) ?? []) wrote = (await t.commit()) || wrote;
+        // the next writers read through these commits until LMDB has them
         this.releaseLock();
-        await visible;
-        await durable;
-        this.services.committed((performance.now() - t0) / 1000);
-      } else if (reply.status === STATUS.OK && txn && (await txn.commit())) {
-        this.services.committed((performance.now() - t0) / 1000);
+        tree?.releaseLocks();
+        for (const l of landing) {
+          await l.visible;
+          await l.durable;
+        }
+        wrote ||= landing.length > 0;
       }
+      if (wrote) this.services.committed((performance.now() - t0) / 1000);
     } catch (e) {
       throw new PlughostError('UNAVAILABLE', `the call's KV writes could not be committed, and none was made: ${messageOf(e)}`, { cause: e });
     }
     this.releaseLock();
     // what it read may be a commit still on its way to disk: answer only once that is durable
-    if (reply.flags & RFLAG.KV_READ || txn?.didRead) await store.readBarrier();
+    if (reply.flags & RFLAG.KV_READ || txn?.didRead || tree?.didRead) await store.readBarrier();
     return reply;
   }
 
@@ -379,10 +407,15 @@ class Call {
           continue;
         }
         total += rowCost(ok, reserve);
-        if (r.commit && store) {
-          const { visible, durable } = store.commit(scope, r.commit);
-          commits.push(Promise.all([visible, durable]));
-          committedAt.push(i);
+        // the row's own writes, and those of the calls it made with run
+        const nested = job.entry ? [] : (this.tree?.takeCommits(i) ?? []);
+        if (r.commit) nested.unshift({ scope, commit: r.commit });
+        if (store) {
+          for (const n of nested) {
+            const { visible, durable } = store.commit(n.scope, n.commit);
+            commits.push(Promise.all([visible, durable]));
+            committedAt.push(i);
+          }
         }
         done[i] = ok;
       } else {
@@ -392,17 +425,22 @@ class Call {
       }
     }
     // one invoke-batch entry is one transaction: all of its rows' results go out, or none
-    if (reply.commit && store && reply.status === STATUS.OK) {
+    const entryWrites = job.entry && reply.status === STATUS.OK ? (this.tree?.takeCommits(-1) ?? []) : [];
+    if (reply.commit && job.entry) entryWrites.unshift({ scope, commit: reply.commit });
+    if (entryWrites.length && store && reply.status === STATUS.OK) {
       if (tooLarge) {
         for (let i = 0; i < done.length; i++) if (done[i]!.ok) done[i] = { ok: false, failure: new PlughostError('RESULT_TOO_LARGE', NOT_COMMITTED) };
       } else {
-        const { visible, durable } = store.commit(scope, reply.commit);
-        commits.push(Promise.all([visible, durable]));
-        committedAt.push(-1);
+        for (const n of entryWrites) {
+          const { visible, durable } = store.commit(n.scope, n.commit);
+          commits.push(Promise.all([visible, durable]));
+          committedAt.push(-1);
+        }
       }
     }
     // the next writer reads through these commits until LMDB has them
     this.releaseLock();
+    this.tree?.releaseLocks();
     const failed = await Promise.allSettled(commits);
     let anyCommitted = false;
     failed.forEach((f, j) => {
@@ -413,7 +451,7 @@ class Call {
       else for (let i = 0; i < done.length; i++) done[i] = { ok: false, failure: e };
     });
     if (anyCommitted) this.services.committed((performance.now() - t0) / 1000);
-    if (store && reply.flags & RFLAG.KV_READ) await store.readBarrier();
+    if (store && (reply.flags & RFLAG.KV_READ || this.tree?.didRead)) await store.readBarrier();
     if (job.entry && !(reply.flags & RFLAG.BAD_COUNT) && (stopped || reply.status === STATUS.TRAP || reply.status === STATUS.MEMORY)) {
       return { done: [], entryFailed: stopped?.error ?? new PlughostError(reply.status === STATUS.MEMORY ? 'MEMORY_LIMIT' : 'TRAP', String(results[0]?.value)) };
     }

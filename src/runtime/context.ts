@@ -1,6 +1,7 @@
 // The per-call host state. The service builds one from the request's metadata; the
 // runtime installs it for exactly one call. The guest never sees the identity.
 import type { KvAccess } from '../kv/types.js';
+import type { RunTarget } from './nested.js';
 
 /** One `sql(query, vars)` a guest made, as whoever answers it is asked. */
 export interface SqlRequest {
@@ -48,4 +49,11 @@ export interface InvocationContext {
    * on, when it said it serves queries). Absent: `sql` returns err. Must not throw.
    */
   sql?(request: SqlRequest): Promise<SqlAnswer>;
+  /**
+   * Resolves the target of a guest's `run(module, function, ...)` under this caller's
+   * identity (the service checks the token's module globs), or throws a PlughostError that
+   * the guest gets as its err. Absent: `run` takes a hash of a loaded module, with this
+   * call's KV access.
+   */
+  resolveRun?(module: string, fn: string | undefined): Promise<RunTarget>;
 }

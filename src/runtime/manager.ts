@@ -8,6 +8,7 @@ import { PlughostError } from '../errors.js';
 import { KvOpError, type KvStore } from '../kv/types.js';
 import { KV_OPS } from '../kv/txn.js';
 import type { BridgedCall, CallServices } from './call.js';
+import { NestedCalls, type NestedHost } from './nested.js';
 import type { InvocationContext } from './context.js';
 import type { PoolHost } from './module-pool.js';
 import { effectiveLimits, resolveRuntimeOptions, type ModuleLimitsInput, type RuntimeOptions, type RuntimeOptionsInput } from './options.js';
@@ -73,7 +74,7 @@ const RING_BYTES = 1 << 20;
 const MAX_LOG_LINE = 8192;
 const KV_OP_SET = new Set(KV_OPS);
 
-export class RuntimeManager implements PoolHost, CallServices, HostCallHandler {
+export class RuntimeManager implements PoolHost, CallServices, HostCallHandler, NestedHost {
   readonly options: RuntimeOptions;
   readonly store: KvStore | undefined;
   readonly kvInWorkers: boolean;
@@ -83,6 +84,7 @@ export class RuntimeManager implements PoolHost, CallServices, HostCallHandler {
   private readonly bridged = new Map<number, BridgedCall>();
   private readonly bridgedKvOps = new Map<string, number>();
   private readonly logLimiter: LogLimiter;
+  private readonly nested = new NestedCalls(this);
   private nextCall = 1;
   private nextController = 1;
   private nextModule = 1;
@@ -140,6 +142,18 @@ export class RuntimeManager implements PoolHost, CallServices, HostCallHandler {
 
   get quarantineMs(): number {
     return this.options.quarantineMs;
+  }
+
+  get hostCallTimeoutMs(): number {
+    return this.options.hostCallTimeoutMs;
+  }
+
+  get maxRunDepth(): number {
+    return this.options.maxRunDepth;
+  }
+
+  bridgedCall(callId: number): BridgedCall | undefined {
+    return this.bridged.get(callId);
   }
 
   get batchEntryMaxMs(): number {
@@ -252,12 +266,32 @@ export class RuntimeManager implements PoolHost, CallServices, HostCallHandler {
   async hostCall(callId: number, op: string, args: unknown[]): Promise<{ ok: unknown } | { err: string }> {
     const call = this.bridged.get(callId);
     if (!call) return { err: `${op}: no call in progress` };
-    if (op === 'sql') return this.sql(call, args);
-    if (!KV_OP_SET.has(op)) return { err: `${op} is not available: this caller serves no plugin calls` };
+    switch (op) {
+      case 'sql':
+        return this.sql(call, args);
+      // the worker's side of `run` (worker/nested-run.ts): never a guest's own import
+      case 'runBegin':
+        return this.nested.begin(call, String(args[0]), args[1] === undefined ? undefined : String(args[1]));
+      case 'runEnd':
+        return this.nested.end(call, args[0] as number, args[1] as number, args[2] === true, args[3] as boolean | undefined, args[4] === true);
+      case 'runCommits':
+        return this.nested.commits(call, args[0] as number, args[1] as Parameters<NestedCalls['commits']>[2]);
+    }
+    if (!KV_OP_SET.has(op)) return { err: `${op} is not available here` };
     this.bridgedKvOps.set(op, (this.bridgedKvOps.get(op) ?? 0) + 1);
     const store = this.store;
     if (!store) return { err: `${op}: this server has no KV store` };
     try {
+      if (!call.txn) {
+        // a call made with run on its caller's own scope works in its caller's transaction
+        let owner = call.parent;
+        while (owner && (owner.scope.tenant !== call.scope.tenant || owner.scope.module !== call.scope.module)) owner = owner.parent;
+        if (owner) {
+          owner.txn ??= store.begin(owner.scope, owner.access, owner.runtime.limits.kv, { lockHeld: owner.lockHeld });
+          call.txn = owner.txn;
+          call.sharedTxn = true;
+        }
+      }
       call.txn ??= store.begin(call.scope, call.access, call.runtime.limits.kv, { lockHeld: call.lockHeld });
       return { ok: await call.txn.apply(op, args) };
     } catch (e) {

@@ -74,6 +74,43 @@ export class ModulePool {
     }
   }
 
+  /**
+   * Checks out a controller on `worker`, for a call made with `run`, which runs inside its
+   * caller in the caller's worker. `held`: permits of this pool the caller's own chain
+   * holds; then a permit is taken only if one is free now, never waited for (the chain
+   * would be waiting for itself).
+   */
+  async acquireOn(worker: WorkerHost, held: number, deadline: number, signal: AbortSignal | undefined, acquireTimeoutMs: number): Promise<Controller> {
+    if (held === 0) await this.permit(deadline, signal, acquireTimeoutMs);
+    else if (this.sema.tryAcquire() === undefined) {
+      throw new PlughostError('POOL_EXHAUSTED', `no controller of ${this.label} is free and this call's own chain holds ${held} of its ${this.size}: a call made with run never waits for a controller its own chain holds (raise maxPoolSize, or recurse less deeply)`);
+    }
+    try {
+      let c: Controller | undefined;
+      for (let i = this.idle.length - 1; i >= 0; i--) {
+        if (this.idle[i]!.worker !== worker) continue;
+        c = this.idle.splice(i, 1)[0]!;
+        this.counters.reused++;
+        break;
+      }
+      if (!c) {
+        // the permit in hand means one live controller is idle when the pool is full: make it room here
+        if (this.live.size >= this.size) {
+          const victim = this.idle.shift();
+          if (victim) this.forget(victim, 'evicted');
+        }
+        this.host.reserveController(this.label);
+        c = new Controller(this.host.nextControllerId(), worker);
+        this.live.add(c);
+      }
+      this.inUse++;
+      return c;
+    } catch (e) {
+      this.sema.release();
+      throw e;
+    }
+  }
+
   /** Its call was handed to its worker, which counts it from now on. */
   unclaim(c: Controller): void {
     if (!c.claimed) return;

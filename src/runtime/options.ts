@@ -36,6 +36,8 @@ export const runtimeOptionsSchema = z.strictObject({
   acquireTimeoutMs: int(1).default(10_000),
   /** How long one host call over the bridge (KV of a remote store, sql, run) may block the guest. */
   hostCallTimeoutMs: int(1).default(5_000),
+  /** Deepest chain of `run` calls: a top-level call is depth 0, a `run` from it depth 1 (its run past this gets err). */
+  maxRunDepth: int(1, 64).default(8),
   /** Idle controllers older than this are evicted. */
   idleTimeoutMs: int(1).default(300_000),
   /** Most live controllers in the process (each wasm memory reserves ~10 GiB of address space). */

@@ -30,7 +30,7 @@ export interface WorkerInit {
 }
 
 export type ControlMessage =
-  | { t: 'load'; moduleId: number; glue: string; coreModules: Record<string, WebAssembly.Module>; maxMemoryBytes: number; kvLimits: KvLimits; directInvoke: boolean }
+  | { t: 'load'; moduleId: number; glue: string; coreModules: Record<string, WebAssembly.Module>; maxMemoryBytes: number; kvLimits: KvLimits; directInvoke: boolean; callsRun: boolean }
   | { t: 'unload'; moduleId: number }
   /** A call too big for the request ring. */
   | { t: 'call'; call: CallRecord }

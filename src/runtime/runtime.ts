@@ -43,6 +43,8 @@ export class Runtime {
   readonly usesKv: boolean;
   /** The module imports what only the main thread serves (log, sql, run). */
   readonly usesBridge: boolean;
+  /** The module imports `run`: its calls may make calls of other modules (nested.ts). */
+  readonly callsRun: boolean;
   /** Where its calls wait after one of them ran past its time limit. */
   readonly quarantine: Quarantine;
   private readonly inflight = new Set<Promise<unknown>>();
@@ -64,6 +66,7 @@ export class Runtime {
     this.writesKv = KV_WRITE_IMPORTS.some((i) => component.hostImports.has(i));
     this.usesKv = [...component.hostImports].some((i) => i.startsWith('kv-'));
     this.usesBridge = ['log', 'sql', 'run'].some((i) => component.hostImports.has(i));
+    this.callsRun = component.hostImports.has('run');
     this.quarantine = new Quarantine(Math.max(1, services.workerCount - 1), services.quarantineMs);
     this.pool = new ModulePool(limits.maxPoolSize, `${this.hash.slice(0, 19)}…`, services, (c) => c.worker.drop(c.id));
   }
@@ -131,7 +134,7 @@ export class Runtime {
   /** What a worker needs before it can instantiate this module. */
   loadMessage(): Extract<ControlMessage, { t: 'load' }> {
     const c = this.component;
-    return { t: 'load', moduleId: this.moduleId, glue: c.glue, coreModules: c.coreModules, maxMemoryBytes: c.maxMemoryBytes, kvLimits: this.limits.kv, directInvoke: c.directInvoke };
+    return { t: 'load', moduleId: this.moduleId, glue: c.glue, coreModules: c.coreModules, maxMemoryBytes: c.maxMemoryBytes, kvLimits: this.limits.kv, directInvoke: c.directInvoke, callsRun: this.callsRun };
   }
 
   /** Checks out a controller, holding one permit until `release` (for tests and embedders that need to hold the pool). */

@@ -176,6 +176,8 @@ export class WorkerHost {
   private pumping = false;
   private flushing = false;
   private watchdog: NodeJS.Timeout | undefined;
+  /** Calls made with `run` that the running call is waiting for, innermost last: each has a limit of its own. */
+  private readonly nested: { until: number; limitText: string }[] = [];
   private moveTimer: NodeJS.Timeout | undefined;
   private wakeScheduled = false;
   private watchdogAt = Infinity;
@@ -317,6 +319,19 @@ export class WorkerHost {
     });
   }
 
+  /**
+   * The running call entered a call of another module with `run` (which runs in this
+   * worker, inside it): until `leaveNested`, the watchdog also stops the worker at `until`.
+   */
+  enterNested(until: number, limitText: string): void {
+    this.nested.push({ until, limitText });
+    this.arm(until);
+  }
+
+  leaveNested(): void {
+    this.nested.pop();
+  }
+
   /** Sends a module's artifacts (once per worker; ordered with the calls). */
   loadModule(m: Extract<ControlMessage, { t: 'load' }>): void {
     if (this.loaded.has(m.moduleId)) return;
@@ -440,12 +455,14 @@ export class WorkerHost {
       }
       if (m.status === STATUS.LOG) {
         const head = this.sent.peek();
-        const line = m.value as { level: string; message: string };
-        if (head?.seq === m.seq) this.options.handler.log(head.body.callId, line.level, line.message);
+        // a call made with run logs as itself (its own call id), inside the call that made it
+        const line = m.value as { level: string; message: string; callId?: number };
+        if (head?.seq === m.seq) this.options.handler.log(line.callId ?? head.body.callId, line.level, line.message);
         continue;
       }
       const p = this.sent.shift();
       if (!p || p.seq !== m.seq) return this.die(`protocol: reply ${m.seq} does not match call ${p?.seq}`);
+      this.nested.length = 0;
       if (p.moved) this.moved--;
       else if (m.status === STATUS.WITHDRAWN) p.reject(new CallMovedError(`worker ${this.id} is busy with a long call; the call was placed again`));
       else {
@@ -555,16 +572,19 @@ export class WorkerHost {
       // nothing of ours runs yet: no call can overrun before the first one's limit from now
       return this.arm(now() + this.sent.peek()!.timeLimitMs);
     }
-    const end = since + runningCall.timeLimitMs;
+    const inner = this.nested.at(-1);
+    if (inner && now() >= inner.until) return this.timeout(runningCall, inner.limitText);
+    const end = Math.min(since + runningCall.timeLimitMs, inner?.until ?? Infinity);
     if (now() < end) return this.arm(end);
     this.timeout(runningCall);
   }
 
-  private timeout(p: Pending): void {
+  private timeout(p: Pending, nestedLimit?: string): void {
     // calls before it finished (their replies were read just now); it is the one running
     while (this.sent.length > 0 && this.sent.peek() !== p) this.sent.shift()!.reject(new WorkerLostError('protocol: a finished call had no reply'));
     this.sent.shift();
-    p.reject(this.withProgress(p, new PlughostError('TIMEOUT', `the call ran past ${p.limitText} and was stopped`)));
+    const why = nestedLimit ? `a call it made with run ran past ${nestedLimit}; the call was stopped` : `the call ran past ${p.limitText} and was stopped`;
+    p.reject(this.withProgress(p, new PlughostError('TIMEOUT', why)));
     this.lose('timeout', true);
     void this.worker.terminate();
   }
@@ -584,6 +604,7 @@ export class WorkerHost {
   private lose(reason: string, headSettled = false): void {
     if (this.state === 'dead') return;
     this.state = 'dead';
+    this.nested.length = 0;
     clearTimeout(this.watchdog);
     clearTimeout(this.moveTimer);
     this.bridge.close();

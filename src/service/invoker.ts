@@ -4,6 +4,8 @@
 import type { Identity } from '../auth/identity.js';
 import { PlughostError, type ErrorCode } from '../errors.js';
 import type { ModuleRegistry } from '../registry/registry.js';
+import type { InvocationContext } from '../runtime/context.js';
+import type { RunTarget } from '../runtime/nested.js';
 import type { InvokeResult, RowOutcome, Runtime } from '../runtime/runtime.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
@@ -115,6 +117,23 @@ export class Invoker {
     return err.code;
   }
 
+  /**
+   * A guest's `run(module, function, ...)` under the identity of the caller whose call made
+   * it: the same resolution and permission check as an Invoke of it. Counted like a call.
+   */
+  private async runTarget(identity: Identity, ref: string, fn: string | undefined): Promise<RunTarget> {
+    const resolved = this.registry.resolve(ref);
+    mayInvoke(identity, resolved.name);
+    const runtime = await this.registry.runtime(resolved);
+    const labels = { module: resolved.name, function: (fn ?? '(default)').slice(0, 64) };
+    return {
+      runtime,
+      moduleName: resolved.name,
+      kvAccess: identity.grant.kv,
+      finished: (outcome, seconds) => void this.observe(labels, [[outcome, 1]], performance.now() - seconds * 1000),
+    };
+  }
+
   /** Counts outcomes (outcome, how many) and times the call or batch; returns its seconds. */
   private observe(labels: { module: string; function: string }, counts: Iterable<[string, number]>, t0: number): number {
     const seconds = (performance.now() - t0) / 1000;
@@ -137,9 +156,7 @@ export class Invoker {
   private async prepare(identity: Identity, req: Pick<CallRequest, 'module' | 'fn' | 'deadline' | 'signal' | 'onResolved'>, labels: { module: string; function: string }): Promise<{ runtime: Runtime; hash: string; name: string }> {
     const resolved = this.registry.resolve(req.module);
     labels.module = resolved.name;
-    if (!identity.mayInvoke(resolved.name)) {
-      throw new PlughostError('PERMISSION_DENIED', `${identity.subject} may not invoke ${resolved.name} (its token allows ${identity.grant.modules.join(', ') || 'no modules'})`);
-    }
+    mayInvoke(identity, resolved.name);
     req.onResolved?.(resolved.hash);
     const runtime = await this.registry.runtime(resolved);
     if (runtime.component.exports.has('listFunctions')) {
@@ -153,8 +170,9 @@ export class Invoker {
     return { runtime, hash: resolved.hash, name: resolved.name };
   }
 
-  private contextOf(identity: Identity, moduleName: string, req: Pick<CallRequest, 'deadline' | 'signal' | 'requestId'>) {
+  private contextOf(identity: Identity, moduleName: string, req: Pick<CallRequest, 'deadline' | 'signal' | 'requestId'>): InvocationContext {
     return {
+      resolveRun: (ref, fn) => this.runTarget(identity, ref, fn),
       subject: identity.subject,
       tenant: identity.grant.tenant,
       kvAccess: identity.grant.kv,
@@ -164,6 +182,13 @@ export class Invoker {
       requestId: req.requestId,
       maxResultBytes: this.maxResultBytes,
     };
+  }
+}
+
+/** Throws PERMISSION_DENIED unless the caller's token allows invoking the module. */
+function mayInvoke(identity: Identity, moduleName: string): void {
+  if (!identity.mayInvoke(moduleName)) {
+    throw new PlughostError('PERMISSION_DENIED', `${identity.subject} may not invoke ${moduleName} (its token allows ${identity.grant.modules.join(', ') || 'no modules'})`);
   }
 }
 

@@ -45,6 +45,8 @@ export function createBridge(port: MessagePort, flagBuffer: SharedArrayBuffer, t
   }
 
   return {
+    /** One host call by op name, blocking this worker until the main thread answers. */
+    request: call,
     /**
      * The `plughost:plugin/host` import object of one controller: closures over its
      * context slot, read at call time, so the context can be swapped per call.

@@ -7,6 +7,8 @@
 // small call); when they stop, it backs off and sleeps without blocking its event loop.
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { scopeKeys, type ScopeKeys } from '../../kv/keys.js';
+import type { RunPlan } from '../nested.js';
+import { handUp, layPending, nestedCommits, viewOf, type Frame } from './kv-frames.js';
 import { KvOpError } from '../../kv/kv-error.js';
 import { LmdbReader, openLmdbEnv } from '../../kv/lmdb-env.js';
 import { OverlayReader } from '../../kv/layer.js';
@@ -15,10 +17,10 @@ import type { KvAccess, KvLimits } from '../../kv/types.js';
 import type { ControlMessage, WorkerInit } from '../protocol.js';
 import { Ring } from '../shared/ring.js';
 import { EXPORTS, FLAG, REQ, RFLAG, STATUS, STATUS_LAYOUT, readRequest, writeReply, writeReplyOnPort, type CallRecord, type ReplyRecord, type RowResult } from '../shared/wire.js';
-import { createBridge } from './bridge.js';
+import { createBridge, type ImportResult } from './bridge.js';
 import { classifyFailure } from './classify.js';
 import { coreInvokeOf, directInvoke, type CoreInvoke } from './direct-invoke.js';
-import { beginCall, importGuards, noteHeap } from './guards.js';
+import { beginCall, importGuards, noteHeap, restoreBudget, saveBudget } from './guards.js';
 
 type GuestExports = Record<string, (...a: unknown[]) => unknown>;
 /** jco's sync instantiation function, from a module's glue. */
@@ -34,12 +36,16 @@ interface LoadedModule {
   kvLimits: KvLimits;
   /** Its `invoke` may be called on the core instance (CompiledComponent.directInvoke). */
   directInvoke: boolean;
+  /** It imports `run`: its calls keep their KV in frames (kv-frames.ts). */
+  callsRun: boolean;
   instantiate?: Instantiate;
 }
 /** A controller's context, swapped per call: its host imports read it at call time. */
 interface Slot {
   callId: number;
   txn: KvTxn | undefined;
+  /** Its call's place in its call tree, when its module calls run and KV is local. */
+  frame?: Frame | undefined;
 }
 interface LiveController {
   module: LoadedModule;
@@ -62,7 +68,7 @@ const kv = init.kv ? new LmdbReader(openLmdbEnv(init.kv)) : undefined;
 const modules = new Map<number, LoadedModule>();
 const controllers = new Map<number, LiveController>();
 /** Scope keys by tenant and module name, bounded. */
-const scopes = new Map<string, ScopeKeys>();
+const scopes = new Map<string, Frame['scope']>();
 const kvOpCounts = new Float64Array(init.kvOps);
 const SPIN_MAX_US = init.spinUs;
 /** Work for this long without yielding to the event loop (lmdb-js timers, the bridge port). */
@@ -83,7 +89,7 @@ function instantiate(moduleId: number): LiveController {
   if (!module) throw new Error(`module ${moduleId} is not loaded in this worker`);
   // new Function, not import(): a module evaluated this way can be garbage-collected
   module.instantiate ??= (new Function(module.glue)() as { instantiate: Instantiate }).instantiate;
-  const slot: Slot = { callId: 0, txn: undefined };
+  const slot: Slot = { callId: 0, txn: undefined, frame: undefined };
   let memory: WebAssembly.Memory | undefined;
   const instances: WebAssembly.Instance[] = [];
   const guards = importGuards(module.kvLimits);
@@ -111,9 +117,10 @@ function instantiate(moduleId: number): LiveController {
  */
 function hostImports(slot: Slot) {
   const imports = bridge.hostImports(slot);
+  imports.run = (module: string, fn: string | undefined, args: Uint8Array) => runImport(slot, module, fn, args);
   // log lines go through the reply ring ahead of the call's reply, so they are never late for it
   imports.log = (level: string, message: string) => {
-    if (slot.callId !== 0) reply({ seq: runningSeq, status: STATUS.LOG, flags: 0, ms: 0, memoryBytes: 0, value: { level, message: String(message).slice(0, 8192) }, commit: undefined });
+    if (slot.callId !== 0) reply({ seq: runningSeq, status: STATUS.LOG, flags: 0, ms: 0, memoryBytes: 0, value: { level, message: String(message).slice(0, 8192), callId: slot.callId }, commit: undefined });
   };
   KV_OPS.forEach((op, i) => {
     const viaBridge = imports[op];
@@ -132,12 +139,106 @@ function hostImports(slot: Slot) {
   return imports;
 }
 
-function scopeOf(tenant: string, module: string): ScopeKeys {
+/**
+ * The guest's `run`: the main thread resolves the target and checks out a controller of it
+ * on this worker (runBegin); the call then runs here, inside this import, and the main
+ * thread settles its controller (runEnd) before the guest gets the answer.
+ */
+function runImport(slot: Slot, module: string, fn: string | undefined, args: Uint8Array): ImportResult {
+  if (slot.callId === 0) return { tag: 'err', val: 'run called outside of a call' };
+  const begun = bridge.request(slot.callId, 'runBegin', [module, fn]);
+  if (begun.tag === 'err') return begun;
+  const plan = begun.val as RunPlan;
+  if (plan.load) loadModule(plan.load);
+  const saved = saveBudget();
+  const ran = runNested(slot, plan, fn, args);
+  restoreBudget(saved);
+  bridge.request(slot.callId, 'runEnd', [plan.callId, ran.status, ran.created, ran.writeable, ran.didRead]);
+  return ran.result;
+}
+
+function runNested(caller: Slot, plan: RunPlan, name: string | undefined, args: Uint8Array) {
+  const ran = { status: STATUS.OK, created: false, writeable: undefined as boolean | undefined, didRead: false, result: { tag: 'ok', val: undefined } as ImportResult };
+  const fail = (status: number, message: string) => Object.assign(ran, { status, result: { tag: 'err', val: message } });
+  let c = controllers.get(plan.controllerId);
+  if (plan.flags & FLAG.CREATE) {
+    try {
+      c = instantiate(plan.moduleId);
+      if (plan.flags & FLAG.INIT) c.exports.init?.();
+    } catch (e) {
+      const f = failureStatus(e, c, modules.get(plan.moduleId)?.maxMemoryBytes ?? 0);
+      return f.status === STATUS.GUEST_ERROR ? fail(STATUS.INIT_FAILED, `run ${plan.kvModule}: init failed: ${f.message}`) : fail(f.status, `run ${plan.kvModule}: starting it failed: ${f.message}`);
+    }
+    controllers.set(plan.controllerId, c);
+    ran.created = true;
+  }
+  if (!c) return fail(STATUS.TRAP, `run ${plan.kvModule}: controller ${plan.controllerId} does not exist in this worker`);
+  const slot = c.slot;
+  let frame: Frame | undefined;
+  try {
+    let access: KvAccess = plan.flags & FLAG.KV_WRITE ? 'write' : plan.flags & FLAG.KV_READ ? 'read' : 'none';
+    if (plan.checkWriteable) {
+      ran.writeable = askWriteable(c, name);
+      if (!ran.writeable) access = 'read';
+    }
+    const parent = caller.frame;
+    if (kv && plan.flags & FLAG.KV_LOCAL) {
+      const scope = scopeOf(plan.tenant, plan.kvModule);
+      const bases = parent?.bases ?? new Map<string, OverlayReader>();
+      const base = (s: Frame['scope']) => {
+        let b = bases.get(s.id);
+        if (!b) bases.set(s.id, (b = new OverlayReader(kv, [])));
+        return b;
+      };
+      // a writer that just took its scope's lock reads through the commits still on their way
+      if (plan.overlay) for (const [k, v] of plan.overlay) base(scope).layer.set(Buffer.from(k.buffer, k.byteOffset, k.byteLength).toString('latin1'), v);
+      const txn = new KvTxn(viewOf(parent, scope.id, () => base(scope)), scope, access, c.module.kvLimits);
+      frame = { scope, txn, pending: new Map(), parent, bases };
+      if (parent) frame.parent = parent;
+    }
+    slot.callId = plan.callId;
+    slot.txn = frame?.txn;
+    slot.frame = frame;
+    beginCall(c.module.maxMemoryBytes);
+    ran.result = { tag: 'ok', val: c.core ? directInvoke(c.core, name, args) : c.exports.invoke?.(name, args) };
+    if (frame && caller.frame) handUp(frame, caller.frame, (s) => frame!.bases.get(s.id) ?? new OverlayReader(kv!, []));
+  } catch (e) {
+    const f = failureStatus(e, c, c.module.maxMemoryBytes);
+    if (f.status === STATUS.GUEST_ERROR) fail(STATUS.GUEST_ERROR, f.message);
+    else {
+      controllers.delete(plan.controllerId);
+      fail(f.status, `run ${plan.kvModule}: ${f.status === STATUS.MEMORY ? 'it ran out of memory' : 'it trapped'}: ${f.message}`);
+    }
+  } finally {
+    ran.didRead = frame?.txn.didRead === true;
+    slot.callId = 0;
+    slot.txn = undefined;
+    slot.frame = undefined;
+  }
+  return ran;
+}
+
+/** function-writeable's answer (its err, or a trap in it, is a no). */
+function askWriteable(c: LiveController, name: string | undefined): boolean {
+  try {
+    return c.exports.functionWriteable?.(name) === true;
+  } catch {
+    return false;
+  }
+}
+
+/** A top-level call (or row, or invoke-batch entry) is done: the writes it holds for other scopes go to the main thread to commit with it. */
+function sendNestedCommits(slot: Slot, row: number): void {
+  const records = slot.frame ? nestedCommits(slot.frame) : [];
+  if (records.length) bridge.request(slot.callId, 'runCommits', [row, records]);
+}
+
+function scopeOf(tenant: string, module: string): Frame['scope'] {
   const id = `${tenant}\u0000${module}`;
   let s = scopes.get(id);
   if (!s) {
     if (scopes.size >= 4096) scopes.clear();
-    s = scopeKeys({ tenant, module });
+    s = { ...scopeKeys({ tenant, module }), tenant, module };
     scopes.set(id, s);
   }
   return s;
@@ -236,9 +337,12 @@ function runCall(call: CallRecord): ReplyRecord {
       const access: KvAccess = call.flags & FLAG.KV_WRITE ? 'write' : call.flags & FLAG.KV_READ ? 'read' : 'none';
       if (kv && call.flags & FLAG.KV_LOCAL) {
         kv.refresh();
-        // a writer reads through the commits of its scope still on their way into LMDB
-        const reader = call.overlay ? new OverlayReader(kv, call.overlay) : kv;
-        slot.txn = new KvTxn(reader, scopeOf(call.tenant, call.kvModule), access, c.module.kvLimits);
+        // a writer reads through the commits of its scope still on their way into LMDB (and
+        // a call that may run others may come to need them laid in for its own scope)
+        const reader = call.overlay || c.module.callsRun ? new OverlayReader(kv, call.overlay ?? []) : kv;
+        const scope = scopeOf(call.tenant, call.kvModule);
+        slot.txn = new KvTxn(reader, scope, access, c.module.kvLimits);
+        if (reader instanceof OverlayReader && c.module.callsRun) slot.frame = { scope, txn: slot.txn, pending: new Map(), parent: undefined, bases: new Map([[scope.id, reader]]) };
       }
       slot.callId = call.callId;
       const fn = EXPORTS[call.fn];
@@ -260,6 +364,7 @@ function runCall(call: CallRecord): ReplyRecord {
       if (txn) {
         if (txn.didRead) out.flags |= RFLAG.KV_READ;
         out.commit = txn.commitRecord();
+        sendNestedCommits(slot, -1);
       }
     } catch (e) {
       const f = failureStatus(e, c, c.module.maxMemoryBytes);
@@ -271,6 +376,7 @@ function runCall(call: CallRecord): ReplyRecord {
     } finally {
       slot.callId = 0;
       slot.txn = undefined;
+      slot.frame = undefined;
     }
     out.memoryBytes = memoryBytes(c);
     return out;
@@ -294,6 +400,9 @@ function runRows(call: CallRecord, c: LiveController, out: ReplyRecord): void {
   slot.txn = undefined;
   // the transaction runCall made tells how this call reads KV; each row gets its own
   const reader = base && base.access === 'write' ? new OverlayReader(base.reader, []) : base?.reader;
+  // with run: each row is the top of a call tree of its own; the trees share the scopes' bases
+  const topFrame = slot.frame;
+  if (topFrame && reader instanceof OverlayReader) topFrame.bases.set(topFrame.scope.id, reader);
   const results: RowResult[] = [];
   out.rows = results;
   /** The scope's entry count after the rows so far, once one of them needed it (counting walks the rows' writes). */
@@ -310,6 +419,8 @@ function runRows(call: CallRecord, c: LiveController, out: ReplyRecord): void {
     const txn = base && reader ? new KvTxn(reader, base.scope, base.access, base.limits) : undefined;
     if (txn) txn.baseCount = entries;
     slot.txn = txn;
+    const tree = topFrame?.bases;
+    if (txn && tree) slot.frame = { scope: topFrame!.scope, txn, pending: new Map(), parent: undefined, bases: tree };
     // each row is a call of its own: its own lift budget
     if (i > 0) beginCall(c.module.maxMemoryBytes);
     try {
@@ -317,6 +428,10 @@ function runRows(call: CallRecord, c: LiveController, out: ReplyRecord): void {
       const commit = txn?.commitRecord();
       // the next rows read through this one's writes, which only the main thread commits
       if (commit && reader instanceof OverlayReader) for (const [k, v] of txn!.buffer) reader.layer.set(k, v);
+      if (slot.frame) {
+        sendNestedCommits(slot, i);
+        layPending(slot.frame);
+      }
       if (commit) entries = commit.baseCount !== undefined ? commit.baseCount + commit.entryDelta : commit.entryDelta === 0 ? entries : undefined;
       results.push({ status: STATUS.OK, value, commit });
     } catch (e) {
@@ -329,6 +444,7 @@ function runRows(call: CallRecord, c: LiveController, out: ReplyRecord): void {
     } finally {
       if (txn?.didRead) out.flags |= RFLAG.KV_READ;
       slot.txn = undefined;
+      slot.frame = undefined;
     }
     // any row may be the one that runs past its limit and takes the worker down with it
     if (i + 1 < rows.length && results.length > 0) {
@@ -359,6 +475,7 @@ function runBatchEntry(call: CallRecord, c: LiveController, out: ReplyRecord): v
     if (txn) {
       if (txn.didRead) out.flags |= RFLAG.KV_READ;
       out.commit = txn.commitRecord();
+      sendNestedCommits(c.slot, -1);
     }
   } catch (e) {
     const f = failureStatus(e, c, c.module.maxMemoryBytes);
@@ -372,10 +489,14 @@ function runBatchEntry(call: CallRecord, c: LiveController, out: ReplyRecord): v
   out.memoryBytes = memoryBytes(c);
 }
 
+function loadModule(m: Extract<ControlMessage, { t: 'load' }>): void {
+  modules.set(m.moduleId, { glue: m.glue, coreModules: m.coreModules, maxMemoryBytes: m.maxMemoryBytes, kvLimits: m.kvLimits, directInvoke: m.directInvoke, callsRun: m.callsRun });
+}
+
 function onControl(m: ControlMessage): void {
   switch (m.t) {
     case 'load':
-      modules.set(m.moduleId, { glue: m.glue, coreModules: m.coreModules, maxMemoryBytes: m.maxMemoryBytes, kvLimits: m.kvLimits, directInvoke: m.directInvoke });
+      loadModule(m);
       return;
     case 'unload':
       modules.delete(m.moduleId);

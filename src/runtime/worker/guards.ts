@@ -92,3 +92,12 @@ heap[0] = heap[1] = heldBytes();
 export function noteHeap(): void {
   heap[1] = heldBytes();
 }
+
+/** The lift budget as it stands, to give back to a call once a call it made with run is over. */
+export function saveBudget(): LiftBudget {
+  return { ...budget };
+}
+
+export function restoreBudget(saved: LiftBudget): void {
+  Object.assign(budget, saved);
+}

@@ -1,0 +1,105 @@
+// `run`: a guest calls another module's function from inside its call. At the runtime level
+// (no gRPC): the nested call runs in its caller's worker, under its caller's time, and its
+// writes are held and committed (or dropped) with the top-level call.
+import test, { type ExecutionContext } from 'ava';
+import { fixture, withCustomSection } from './fixtures/build.js';
+import { lmdbStore } from './helpers/kv.js';
+import { ctx, manager } from './helpers/runtime.js';
+import type { RuntimeManagerOptions } from '../src/runtime/manager.js';
+import type { ModuleLimitsInput } from '../src/runtime/options.js';
+import type { Runtime } from '../src/runtime/runtime.js';
+
+const enc = (s: string) => new TextEncoder().encode(s);
+const dec = (b: Uint8Array) => new TextDecoder().decode(b);
+
+/** Two modules of the run guest (distinct hashes, so distinct KV scopes `a` and `b`). */
+async function setup(t: ExecutionContext, options: RuntimeManagerOptions = {}, limits: ModuleLimitsInput = {}) {
+  const store = lmdbStore(t);
+  const m = await manager(t, { store, ...options });
+  const bytes = await fixture('run');
+  const a = await m.load(bytes, { name: 'a', limits });
+  const b = await m.load(withCustomSection(bytes, 'b'), { name: 'b', limits });
+  return { m, store, a, b };
+}
+
+/** What the guest answered, as text (its err as `err: ...`). */
+async function call(rt: Runtime, fn: string | undefined, args: string, overrides = {}): Promise<string> {
+  const r = await rt.invoke(ctx(overrides), fn, enc(args));
+  return r.ok ? dec(r.value) : `err: ${r.guestError}`;
+}
+
+test('a guest runs another module and gets its answer; a chain several deep answers through every level', async (t) => {
+  const { a, b } = await setup(t);
+  t.is(await call(a, 'relay', `${b.hash}|echo|hello`), 'hello');
+  t.is(await call(a, 'relay', `${b.hash}|relay|${a.hash}|relay|${b.hash}|echo|deep`), 'deep');
+  // the callee's own err comes back as the err of run, and the caller goes on
+  t.is(await call(a, 'relay', `${b.hash}|write-fail|k`), 'err: failed after write');
+  t.is(await call(a, 'relay', `nope|echo|x`), 'err: run nope: no module with hash nope is loaded');
+});
+
+test('a chain deeper than maxRunDepth gets a clear err at the call past it', async (t) => {
+  const { a } = await setup(t, { maxRunDepth: 3 });
+  const chain = (n: number) => `${a.hash}|relay|`.repeat(n) + `${a.hash}|echo|bottom`;
+  t.is(await call(a, 'relay', chain(2)), 'bottom', 'depth 3 is allowed');
+  t.regex(await call(a, 'relay', chain(3)), /^err: run .*: the chain of calls would be 4 deep, past maxRunDepth \(3\)$/);
+});
+
+test('a module that calls itself with a pool of 1 fails fast instead of waiting for its own permit; with room it is served', async (t) => {
+  const { a, m } = await setup(t, { acquireTimeoutMs: 60_000 }, { maxPoolSize: 1 });
+  const started = Date.now();
+  const answer = await call(a, 'relay', `${a.hash}|echo|me`);
+  t.regex(answer, /^err: run a: no controller of .* is free and this call's own chain holds 1 of its 1/);
+  t.true(Date.now() - started < 30_000, 'it did not wait out acquireTimeoutMs');
+  t.is(a.stats().inUse, 0);
+  const wider = await m.load(withCustomSection(await fixture('run'), 'wide'), { name: 'wide', limits: { maxPoolSize: 2 } });
+  t.is(await call(wider, 'relay', `${wider.hash}|echo|me`), 'me');
+});
+
+test('nested writes commit with the top-level call, and roll back with it when it fails afterwards', async (t) => {
+  const { a, b } = await setup(t);
+  // b writes k in its own scope; a then fails: nothing of the tree is written
+  t.is(await call(a, 'relay-fail', `${b.hash}|write|k`), 'err: outer failed after run');
+  t.is(await call(b, 'read', 'k'), '(none)');
+  // the same, with a succeeding: b's write is there, in b's scope only
+  t.is(await call(a, 'relay', `${b.hash}|write|k`), '');
+  t.is(await call(b, 'read', 'k'), 'w');
+  t.is(await call(a, 'read', 'k'), '(none)');
+  // a nested call that fails leaves nothing, though its caller succeeds
+  t.is(await call(a, 'relay', `${b.hash}|write-fail|k2`), 'err: failed after write');
+  t.is(await call(b, 'read', 'k2'), '(none)');
+});
+
+test('calls of one tree read what the calls before them wrote, in their own scope and their caller\'s', async (t) => {
+  const { a, b } = await setup(t);
+  // a writes outer=1, then runs itself, which reads outer: the same scope, not yet committed
+  t.is(await call(a, 'write-relay', `${a.hash}|read|outer`), '1');
+  // a runs itself to write outer=w, then reads it back
+  t.is(await call(a, 'relay-read', `${a.hash}|write|outer`), 'w');
+  // b's scope is b's: a's outer is not there
+  t.is(await call(a, 'write-relay', `${b.hash}|read|outer`), '(none)');
+  // two levels down, through b, back to a's scope
+  t.is(await call(a, 'write-relay', `${b.hash}|relay|${a.hash}|read|outer`), '1');
+});
+
+test('a nested call that traps fails its run with err; the caller goes on and the trapped controller is dropped', async (t) => {
+  const { a, b } = await setup(t);
+  t.regex(await call(a, 'relay', `${b.hash}|relay|no-bar`), /^err: run b: it trapped: /);
+  t.is(b.stats().dropped.trap, 1);
+  t.is(await call(a, 'relay', `${b.hash}|echo|again`), 'again');
+});
+
+test('a nested call that spins is stopped at its own time limit, which fails the whole call with TIMEOUT', async (t) => {
+  const { a, b, m } = await setup(t);
+  const spinning = await m.load(withCustomSection(await fixture('run'), 'spin'), { name: 'spin', limits: { maxExecutionMs: 300 } });
+  const e = await t.throwsAsync(a.invoke(ctx(), 'relay', enc(`${spinning.hash}|spin|`)));
+  t.is((e as { code?: string }).code, 'TIMEOUT');
+  t.regex(e!.message, /a call it made with run ran past the time limit of spin \(300 ms\)/);
+  t.is(await call(a, 'relay', `${b.hash}|echo|after`), 'after');
+});
+
+test("a nested call inherits its caller's deadline", async (t) => {
+  const { a, b } = await setup(t);
+  const e = await t.throwsAsync(a.invoke(ctx({ deadline: Date.now() + 400 }), 'relay', enc(`${b.hash}|spin|`)));
+  t.is((e as { code?: string }).code, 'TIMEOUT');
+  t.regex(e!.message, /what was left of its caller's time limit/);
+});
