@@ -5,6 +5,7 @@ import test, { type ExecutionContext } from 'ava';
 import { fixture, withCustomSection } from './fixtures/build.js';
 import { lmdbStore } from './helpers/kv.js';
 import { ctx, manager } from './helpers/runtime.js';
+import { waitFor } from './helpers/wait.js';
 import type { RuntimeManagerOptions } from '../src/runtime/manager.js';
 import type { ModuleLimitsInput } from '../src/runtime/options.js';
 import type { Runtime } from '../src/runtime/runtime.js';
@@ -102,4 +103,59 @@ test("a nested call inherits its caller's deadline", async (t) => {
   const e = await t.throwsAsync(a.invoke(ctx({ deadline: Date.now() + 400 }), 'relay', enc(`${b.hash}|spin|`)));
   t.is((e as { code?: string }).code, 'TIMEOUT');
   t.regex(e!.message, /what was left of its caller's time limit/);
+});
+
+test('nested increments from many concurrent calls are all counted: the callee scope is locked for the whole tree', async (t) => {
+  const { a, m } = await setup(t);
+  const counter = await m.load(await fixture('kv'), { name: 'counter' });
+  const calls = Array.from({ length: 24 }, () => a.invoke(ctx(), 'relay', enc(`${counter.hash}||`)));
+  const results = await Promise.all(calls);
+  t.true(results.every((r) => r.ok));
+  const r = await counter.invoke(ctx(), 'get', enc('n'));
+  t.true(r.ok);
+  if (r.ok) t.is(new DataView(r.value.buffer, r.value.byteOffset + 1).getUint32(0, true), 24);
+});
+
+test('rows of a batch each make their own nested calls: each row commits its own tree, and a later row reads an earlier row\'s nested writes', async (t) => {
+  const { a, b } = await setup(t);
+  const rows = [`${b.hash}|write|r1`, `${b.hash}|read|r1`, `${b.hash}|write-fail|r2`, `${b.hash}|read|r2`].map(enc);
+  const out = await a.invokeBatch(ctx(), 'relay', rows);
+  t.deepEqual(
+    out.map((o) => (o.ok ? dec(o.value) : 'guestError' in o ? `err: ${o.guestError}` : o.failure.code)),
+    ['', 'w', 'err: failed after write', '(none)'],
+  );
+  t.is(await call(b, 'read', 'r1'), 'w');
+  t.is(await call(b, 'read', 'r2'), '(none)');
+});
+
+test('with KV over the host-call bridge (a store the workers cannot read), nested writes also commit or roll back with the top-level call', async (t) => {
+  const { a, b } = await setup(t, { kvInWorkers: false });
+  t.is(await call(a, 'relay-fail', `${b.hash}|write|k`), 'err: outer failed after run');
+  t.is(await call(b, 'read', 'k'), '(none)');
+  t.is(await call(a, 'relay', `${b.hash}|write|k`), '');
+  t.is(await call(b, 'read', 'k'), 'w');
+  t.is(await call(a, 'relay-read', `${a.hash}|write|outer`), 'w', 'a call on its caller\'s scope shares its transaction');
+});
+
+test('two chains that each hold what the other waits for both get err within hostCallTimeoutMs, and nothing stays held', async (t) => {
+  const { a, b } = await setup(t, { hostCallTimeoutMs: 500, acquireTimeoutMs: 60_000 }, { maxPoolSize: 1 });
+  // a -> (spin a little by waiting on b) ... each top-level call holds its own module's only permit, then runs the other
+  const [x, y] = await Promise.all([call(a, 'relay', `${b.hash}|relay|${a.hash}|echo|x`), call(b, 'relay', `${a.hash}|relay|${b.hash}|echo|y`)]);
+  for (const answer of [x, y]) t.regex(answer, /^err: run [ab]: (no controller of .* (became free within|is free)|.*own chain)/);
+  t.is(a.stats().inUse + b.stats().inUse, 0);
+  t.is(await call(a, 'relay', `${b.hash}|echo|free`), 'free');
+});
+
+test('a nested call waiting for a controller stops waiting when its caller cancels', async (t) => {
+  const { a, m } = await setup(t, { acquireTimeoutMs: 60_000, hostCallTimeoutMs: 60_000 });
+  const busy = await m.load(withCustomSection(await fixture('run'), 'busy'), { name: 'busy', limits: { maxPoolSize: 1, maxExecutionMs: 5_000 } });
+  // the only controller of busy spins until its limit
+  const spinning = busy.invoke(ctx(), 'spin', enc('')).catch((e: Error) => e);
+  t.true(await waitFor(() => busy.stats().inUse === 1, 30_000));
+  const ac = new AbortController();
+  const waiting = call(a, 'relay', `${busy.hash}|echo|x`, { signal: ac.signal });
+  t.true(await waitFor(() => busy.stats().waiters === 1, 30_000));
+  ac.abort();
+  t.is(await waiting, 'err: run busy: the caller cancelled while waiting for a controller');
+  t.is(((await spinning) as { code?: string }).code, 'TIMEOUT');
 });
