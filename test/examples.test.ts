@@ -53,7 +53,7 @@ test('stats (C): Jaccard similarity, FNV-1a, and a KV counter', async (t) => {
   const ex = exampleModules().find((e) => e.name === 'stats')!;
   await push(c, ex.name, ex.version, readFileSync(ex.wasm));
   const d = await c.modules.describeModule({ module: 'stats' });
-  t.deepEqual(d.functions.map((f) => f.name ?? '(default)'), ['(default)', 'jaccard', 'fnv1a', 'count']);
+  t.deepEqual(d.functions.map((f) => f.name ?? '(default)'), ['(default)', 'jaccard', 'fnv1a', 'count', 'compare']);
   t.deepEqual(d.functions.find((f) => f.name === 'count')?.args.map((a) => a.name), ['key']);
   const call = async (fn: string | undefined, args: Uint8Array) => (await c.plugins.invoke({ module: 'stats', function: fn, args })).result;
   t.is(dec((await call('jaccard', enc('the cat sat\nthe cat ran'))).value as Uint8Array), '0.500');
@@ -64,7 +64,20 @@ test('stats (C): Jaccard similarity, FNV-1a, and a KV counter', async (t) => {
   t.is(dec((await call('count', enc('visits'))).value as Uint8Array), '2');
   const unknown = await t.throwsAsync(call('nope', enc('')));
   t.is(ConnectError.from(unknown).code, Code.NotFound);
-  t.regex(unknown!.message, /stats has no function nope; it has: \(default\), jaccard, fnv1a, count/, 'refused before the guest runs');
+  t.regex(unknown!.message, /stats has no function nope; it has: \(default\), jaccard, fnv1a, count, compare/, 'refused before the guest runs');
+});
+
+test('stats compare composes both examples with run: its own Jaccard and text\'s Levenshtein, under the caller\'s token', async (t) => {
+  const host = await startPlughost(t);
+  const admin = clients(t, host.address, host.createdAdminToken);
+  for (const ex of exampleModules()) await push(admin, ex.name, ex.version, readFileSync(ex.wasm));
+  const compare = async (c: typeof admin, args: string) => (await c.plugins.invoke({ module: 'stats', function: 'compare', args: enc(args) })).result;
+  const both = await compare(admin, 'kitten sat\nsitting sat');
+  t.is(dec(both.value as Uint8Array), 'jaccard 0.333, levenshtein 0.727');
+  t.deepEqual(await compare(admin, 'one line'), { case: 'guestError', value: 'jaccard takes two lines of text: a, a newline, then b' });
+  // a token for stats alone may not reach text through it
+  const statsOnly = clients(t, host.address, host.tokens.add({ subject: 'engine', tenant: 't1', admin: false, modules: ['stats'], kv: 'read' }).token);
+  t.deepEqual(await compare(statsOnly, 'a\nb'), { case: 'guestError', value: 'run text: engine may not invoke text (its token allows stats)' });
 });
 
 test('invoke-batch of both examples, called in-thread through jco: one result per row in row order, as invoke answers each row', async (t) => {
@@ -78,13 +91,13 @@ test('invoke-batch of both examples, called in-thread through jco: one result pe
   t.deepEqual(text.invokeBatch('', [enc('a\nb')]).map(rowText), ['err no function ; try similarity, distance, count or peek'], 'an empty name (which jco passes unallocated) is only an unknown function');
   t.deepEqual([0, 1, 3].map((i) => dec(text.invoke(undefined, sim[i]!))), ['0.571', '1.000', '1.000']);
 
-  const stats = await inThreadGuest(example('stats'), mapKv());
+  const stats = await inThreadGuest(example('stats'), { ...mapKv(), run: () => ({ tag: 'err', val: 'no run in this thread' }) });
   const data = [new Uint8Array(), enc('hello'), new Uint8Array(1000).map((_, i) => i * 31)];
   t.deepEqual(stats.invokeBatch('fnv1a', data).map(rowText), data.map((d) => `ok ${fnvHex(d)}`));
   t.deepEqual(stats.invokeBatch(undefined, ['the cat sat\nthe cat ran', 'no newline', 'a b\nc d'].map(enc)).map(rowText), ['ok 0.500', 'err jaccard takes two lines of text: a, a newline, then b', 'ok 0.000']);
   t.deepEqual(stats.invokeBatch('count', ['visits', 'visits', ''].map(enc)).map(rowText), ['ok 1', 'ok 2', 'err count takes a key']);
-  t.deepEqual(stats.invokeBatch('nope', [enc('a'), enc('b')]).map(rowText), ['err no such function; try jaccard, fnv1a or count', 'err no such function; try jaccard, fnv1a or count']);
-  t.deepEqual(stats.invokeBatch('', [enc('a')]).map(rowText), ['err no such function; try jaccard, fnv1a or count'], 'an empty name is only an unknown function');
+  t.deepEqual(stats.invokeBatch('nope', [enc('a'), enc('b')]).map(rowText), ['err no such function; try jaccard, fnv1a, count or compare', 'err no such function; try jaccard, fnv1a, count or compare']);
+  t.deepEqual(stats.invokeBatch('', [enc('a')]).map(rowText), ['err no such function; try jaccard, fnv1a, count or compare'], 'an empty name is only an unknown function');
   t.is(dec(stats.invoke('fnv1a', enc('hello'))), '4f9f2cab', 'the instance still serves single calls');
 });
 

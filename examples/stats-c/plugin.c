@@ -6,17 +6,23 @@
 //   jaccard   "a\nb" -> Jaccard similarity of the two lines' word sets, 0..1, e.g. "0.500"
 //   fnv1a     any bytes -> their 32-bit FNV-1a hash as 8 hex digits
 //   count     "key" -> adds one to that key's counter in KV, returns the new count
+//   compare   "a\nb" -> both similarities of the two lines: this module's Jaccard, and the
+//             text plugin's Levenshtein similarity, which it gets with `run` (under the
+//             caller's token), e.g. "jaccard 0.500, levenshtein 0.571"
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define HOST(name) __attribute__((import_module("plughost:plugin/host@0.1.0"), import_name(name)))
 #define EXPORT(name) __attribute__((export_name(name)))
+#define S(s) s, sizeof(s) - 1
 
 // result<option<list<u8>>, string>: tag at 0; ok: option tag at 4, ptr at 8, len at 12; err: ptr at 4, len at 8
 typedef struct { uint8_t tag; uint32_t a, b, c; } ret4;
 HOST("kv-get") extern void host_kv_get(const char *key, size_t key_len, ret4 *ret);
 HOST("kv-set") extern void host_kv_set(const char *key, size_t key_len, const char *val, size_t val_len, ret4 *ret);
+// run(module, option<function>, args) -> result<list<u8>, string>: tag at 0; ptr at 4, len at 8 (ok's bytes or err's text, ours to free)
+HOST("run") extern void host_run(const char *module, size_t module_len, int32_t has_fn, const char *fn, size_t fn_len, const uint8_t *args, size_t args_len, ret4 *ret);
 
 // an export's return area: result<T, string> as tag + up to three words
 static ret4 RET;
@@ -103,12 +109,35 @@ static ret4 *count(const char *key, size_t len) {
   return ok_text(out, on);
 }
 
+// ---- compare: composes with the text plugin through `run` ----
+static ret4 *compare(const char *args, size_t len) {
+  ret4 *j = jaccard(args, len);
+  if (j->tag) return j;  // not two lines: jaccard's err says so
+  char mine[5];
+  memcpy(mine, (const char *)j->a, 5);
+  free((void *)j->a);
+  ret4 r;
+  host_run(S("text"), 1, S("similarity"), (const uint8_t *)args, len, &r);
+  if (r.tag) { RET.tag = 1; RET.a = r.a; RET.b = r.b; return &RET; }  // run's err (refused, or text's own), passed on
+  static const char a[] = "jaccard ", b[] = ", levenshtein ";
+  size_t n = sizeof a - 1 + 5 + sizeof b - 1 + r.b;
+  char *out = malloc(n);
+  memcpy(out, a, sizeof a - 1);
+  memcpy(out + sizeof a - 1, mine, 5);
+  memcpy(out + sizeof a - 1 + 5, b, sizeof b - 1);
+  memcpy(out + sizeof a - 1 + 5 + sizeof b - 1, (const char *)r.a, r.b);
+  free((void *)r.a);
+  RET.tag = 0; RET.a = (uint32_t)out; RET.b = n;
+  return &RET;
+}
+
 // one call of a function: the result's bytes (ok or err) are malloc'd, for the post-return to free
 static ret4 *run(int32_t has_name, const char *name, size_t name_len, const uint8_t *args, size_t args_len) {
   if (!has_name || is(name, name_len, "jaccard")) return jaccard((const char *)args, args_len);
   if (is(name, name_len, "fnv1a")) return fnv1a(args, args_len);
   if (is(name, name_len, "count")) return count((const char *)args, args_len);
-  return err_str("no such function; try jaccard, fnv1a or count");
+  if (is(name, name_len, "compare")) return compare((const char *)args, args_len);
+  return err_str("no such function; try jaccard, fnv1a, count or compare");
 }
 
 EXPORT("invoke")
@@ -154,16 +183,15 @@ void post_invoke_batch(uint32_t *ret) {
 // ---- introspection: what `plughost describe` shows (static data, nothing to free) ----
 typedef struct { uint8_t some; const char *p; uint32_t n; } opt_str;
 typedef struct { const char *a; uint32_t an; const char *b; uint32_t bn; } str_pair;
-#define S(s) s, sizeof(s) - 1
 
-static const opt_str FUNCTIONS[] = { { 0, 0, 0 }, { 1, S("jaccard") }, { 1, S("fnv1a") }, { 1, S("count") } };
+static const opt_str FUNCTIONS[] = { { 0, 0, 0 }, { 1, S("jaccard") }, { 1, S("fnv1a") }, { 1, S("count") }, { 1, S("compare") } };
 static const str_pair TWO_LINES[] = { { S("a"), S("string (first line)") }, { S("b"), S("string (second line)") } };
 static const str_pair ANY_BYTES[] = { { S("data"), S("bytes") } };
 static const str_pair KEY[] = { { S("key"), S("string") } };
 
-// 0 = jaccard (the default), 1 = fnv1a, 2 = count, -1 = unknown
+// 0 = jaccard (the default), 1 = fnv1a, 2 = count, 3 = compare, -1 = unknown
 static int which(int32_t has_name, char *name, size_t len) {
-  int f = !has_name ? 0 : is(name, len, "jaccard") ? 0 : is(name, len, "fnv1a") ? 1 : is(name, len, "count") ? 2 : -1;
+  int f = !has_name ? 0 : is(name, len, "jaccard") ? 0 : is(name, len, "fnv1a") ? 1 : is(name, len, "count") ? 2 : is(name, len, "compare") ? 3 : -1;
   free_name(has_name, name, len);
   return f;
 }
@@ -181,17 +209,17 @@ ret4 *function_args(int32_t has_name, char *name, size_t len) {
   int f = which(has_name, name, len);
   if (f < 0) return no_such();
   RET.tag = 0;
-  RET.a = (uint32_t)(f == 0 ? TWO_LINES : f == 1 ? ANY_BYTES : KEY);
-  RET.b = f == 0 ? 2 : 1;
+  RET.a = (uint32_t)(f == 0 || f == 3 ? TWO_LINES : f == 1 ? ANY_BYTES : KEY);
+  RET.b = f == 0 || f == 3 ? 2 : 1;
   return &RET;
 }
 
 EXPORT("function-returns")
 ret4 *function_returns(int32_t has_name, char *name, size_t len) {
-  static const char sim[] = "decimal text 0..1", hex[] = "8 hex digits", num[] = "decimal text";
+  static const char sim[] = "decimal text 0..1", hex[] = "8 hex digits", num[] = "decimal text", both[] = "text: jaccard <0..1>, levenshtein <0..1>";
   int f = which(has_name, name, len);
   if (f < 0) return no_such();
-  const char *s = f == 0 ? sim : f == 1 ? hex : num;
+  const char *s = f == 0 ? sim : f == 1 ? hex : f == 2 ? num : both;
   RET.tag = 0; RET.a = (uint32_t)s; RET.b = strlen(s);
   return &RET;
 }
@@ -210,6 +238,7 @@ ret4 *function_comment(int32_t has_name, char *name, size_t len) {
     "Jaccard similarity of the word sets of two lines of text, with 3 decimals",
     "32-bit FNV-1a hash of the args, as 8 hex digits",
     "adds one to a key's counter, kept per tenant in plughost's KV",
+    "Jaccard similarity here and the text plugin's Levenshtein similarity (through run), of two lines",
   };
   int f = which(has_name, name, len);
   if (f < 0) return no_such();
