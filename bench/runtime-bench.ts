@@ -169,8 +169,45 @@ async function kvCosts(o: RuntimeBenchOptions, commitMode: 'grouped' | 'per-call
   }
 }
 
+// One `run` inside a call: the run guest answering its args itself (`echo`) against the
+// same guest running another module's `echo` with them (`relay`), alternately; the
+// difference is what the nested call costs (the bridge round trips, its controller and
+// the worker's second entry into a guest).
+export async function runCosts(o: RuntimeBenchOptions): Promise<{ callUs: number; runUs: number }> {
+  const dir = mkdtempSync(join(tmpdir(), 'plughost-bench-'));
+  const store = new LmdbKvStore({ path: dir });
+  const m = await RuntimeManager.create({ workers: 2, store });
+  try {
+    const bytes = await fixture('run');
+    const front = await m.load(bytes, { name: 'front' });
+    const back = await m.load(withCustomSection(bytes, 'back'), { name: 'back' });
+    const payload = 'x'.repeat(64);
+    const relayArgs = new TextEncoder().encode(`${back.hash}|echo|${payload}`);
+    const echoArgs = new TextEncoder().encode(payload);
+    const answersPayload = answersValue((v) => v.length === 64 && new TextDecoder().decode(v) === payload);
+    const n = o.quick ? 1000 : 5000;
+    // no KV: the cost of the nested call itself, not of the writer's lock and commit path
+    const noKv: InvocationContext = { ...ctx, kvAccess: 'none' };
+    o.errors.timed('run: relay, warm-up', await perCallUs(WARM_UP_CALLS / 4, () => front.invoke(noKv, 'relay', relayArgs), answersPayload));
+    const s = { echo: [] as number[], relay: [] as number[] };
+    for (let r = 0; r < o.rounds; r++) {
+      s.echo.push(o.errors.timed('run guest: echo (no run)', await perCallUs(n, () => front.invoke(noKv, 'echo', echoArgs), answersPayload)));
+      s.relay.push(o.errors.timed('run guest: relay (one run of echo)', await perCallUs(n, () => front.invoke(noKv, 'relay', relayArgs), answersPayload)));
+    }
+    o.log(`  run: ${o.rounds} rounds of ${n} calls, with and without one nested call`);
+    return { callUs: median(s.relay), runUs: median(s.relay) - median(s.echo) };
+  } finally {
+    await m.close();
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 export async function runtimeBench(o: RuntimeBenchOptions): Promise<Record<string, number>> {
   const rows = await callCosts(o);
+  const run = await runCosts(o);
+  rows.run_call_us = run.callUs;
+  rows.run_in_call_us = run.runUs;
   const one = await idleRss(o, o.quick ? 60 : 200, 2);
   rows.idle_controller_kib = one.kib / one.live;
   o.log(`  idle RSS: ${one.live} controllers of ${o.quick ? 60 : 200} modules`);

@@ -462,6 +462,8 @@ export class WorkerHost {
       }
       const p = this.sent.shift();
       if (!p || p.seq !== m.seq) return this.die(`protocol: reply ${m.seq} does not match call ${p?.seq}`);
+      // the end of a call made with run is posted, not waited for: settle it before its caller
+      if (this.nested.length) this.drainBridge();
       this.nested.length = 0;
       if (p.moved) this.moved--;
       else if (m.status === STATUS.WITHDRAWN) p.reject(new CallMovedError(`worker ${this.id} is busy with a long call; the call was placed again`));
@@ -644,6 +646,11 @@ export class WorkerHost {
     this.lose('closed');
     await this.worker.terminate();
     await this.exited;
+  }
+
+  /** Serves the bridge messages already posted, in order, now (before the reply they came ahead of). */
+  private drainBridge(): void {
+    for (let m = receiveMessageOnPort(this.bridge); m; m = receiveMessageOnPort(this.bridge)) void this.onBridge(m.message as BridgeRequest);
   }
 
   private async onBridge(m: BridgeRequest): Promise<void> {

@@ -47,6 +47,10 @@ export function createBridge(port: MessagePort, flagBuffer: SharedArrayBuffer, t
   return {
     /** One host call by op name, blocking this worker until the main thread answers. */
     request: call,
+    /** A message the main thread needs before the call's reply, with no answer to wait for (its reply, when it comes, is skipped like a late one). */
+    post(callId: number, op: string, args: unknown[]): void {
+      port.postMessage({ seq: ++seq, callId, op, args } satisfies BridgeRequest);
+    },
     /**
      * The `plughost:plugin/host` import object of one controller: closures over its
      * context slot, read at call time, so the context can be swapped per call.

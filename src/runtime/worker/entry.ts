@@ -153,7 +153,8 @@ function runImport(slot: Slot, module: string, fn: string | undefined, args: Uin
   const saved = saveBudget();
   const ran = runNested(slot, plan, fn, args);
   restoreBudget(saved);
-  bridge.request(slot.callId, 'runEnd', [plan.callId, ran.status, ran.created, ran.writeable, ran.didRead]);
+  // posted, not waited for: the main thread serves it before the next bridge call or the reply
+  bridge.post(slot.callId, 'runEnd', [plan.callId, ran.status, ran.created, ran.writeable, ran.didRead]);
   return ran.result;
 }
 
