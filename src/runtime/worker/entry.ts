@@ -183,6 +183,8 @@ function runNested(caller: Slot, plan: RunPlan, name: string | undefined, args: 
       if (!ran.writeable) access = 'read';
     }
     const parent = caller.frame;
+    // writes with no caller's frame to hand them up to would be lost: not allowed (the main thread never plans that)
+    if (!parent && access === 'write') access = 'read';
     if (kv && plan.flags & FLAG.KV_LOCAL) {
       const scope = scopeOf(plan.tenant, plan.kvModule);
       const bases = parent?.bases ?? new Map<string, OverlayReader>();
@@ -195,7 +197,6 @@ function runNested(caller: Slot, plan: RunPlan, name: string | undefined, args: 
       if (plan.overlay) for (const [k, v] of plan.overlay) base(scope).layer.set(Buffer.from(k.buffer, k.byteOffset, k.byteLength).toString('latin1'), v);
       const txn = new KvTxn(viewOf(parent, scope.id, () => base(scope)), scope, access, c.module.kvLimits);
       frame = { scope, txn, pending: new Map(), parent, bases };
-      if (parent) frame.parent = parent;
     }
     slot.callId = plan.callId;
     slot.txn = frame?.txn;
