@@ -80,6 +80,14 @@ test('calls of one tree read what the calls before them wrote, in their own scop
   t.is(await call(a, 'write-relay', `${b.hash}|read|outer`), '(none)');
   // two levels down, through b, back to a's scope
   t.is(await call(a, 'write-relay', `${b.hash}|relay|${a.hash}|read|outer`), '1');
+  // (another tenant, whose scopes are empty) a's scope written two levels down: not seen
+  // when b, in between, failed after it (b's part of the tree is dropped, with what it called)...
+  const fresh = { tenant: 'fresh' };
+  t.is(await call(a, 'relay-read', `${b.hash}|relay-fail|${a.hash}|write|outer`, fresh), '(none)');
+  t.is(await call(a, 'read', 'outer', fresh), '(none)');
+  // ...and seen once b succeeded
+  t.is(await call(a, 'relay-read', `${b.hash}|relay|${a.hash}|write|outer`, fresh), 'w');
+  t.is(await call(a, 'read', 'outer', fresh), 'w');
 });
 
 test('a nested call that traps fails its run with err; the caller goes on and the trapped controller is dropped', async (t) => {
