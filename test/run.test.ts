@@ -76,6 +76,9 @@ test('calls of one tree read what the calls before them wrote, in their own scop
   t.is(await call(a, 'write-relay', `${a.hash}|read|outer`), '1');
   // a runs itself to write outer=w, then reads it back
   t.is(await call(a, 'relay-read', `${a.hash}|write|outer`), 'w');
+  // a later call of the tree reads what an earlier one (not its caller) wrote, before the tree commits
+  t.is(await call(a, 'relay2', `${b.hash}|write|sib;${b.hash}|read|sib`), 'w');
+  t.is(await call(a, 'relay2', `${b.hash}|write-fail|sib2;${b.hash}|read|sib2`), '(none)');
   // b's scope is b's: a's outer is not there
   t.is(await call(a, 'write-relay', `${b.hash}|read|outer`), '(none)');
   // two levels down, through b, back to a's scope
@@ -147,6 +150,12 @@ test('with KV over the host-call bridge (a store the workers cannot read), neste
   t.is(await call(a, 'relay', `${b.hash}|write|k`), '');
   t.is(await call(b, 'read', 'k'), 'w');
   t.is(await call(a, 'relay-read', `${a.hash}|write|outer`), 'w', 'a call on its caller\'s scope shares its transaction');
+  // as with local KV: a write two levels down goes with the call in between that failed
+  const fresh = { tenant: 'fresh' };
+  t.is(await call(a, 'relay-read', `${b.hash}|relay-fail|${a.hash}|write|outer`, fresh), '(none)');
+  t.is(await call(a, 'relay-read', `${b.hash}|relay|${a.hash}|write|outer`, fresh), 'w');
+  // a later call of the tree reads what an earlier one wrote, before the tree commits
+  t.is(await call(a, 'relay2', `${b.hash}|write|k3;${b.hash}|read|k3`, fresh), 'w');
 });
 
 test('two chains that each hold what the other waits for both get err within hostCallTimeoutMs, and nothing stays held', async (t) => {

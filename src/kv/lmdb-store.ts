@@ -233,6 +233,15 @@ class MainThreadTransaction implements KvTransaction {
     this.unlock();
   }
 
+  savepoint(): () => void {
+    const t = this.txn;
+    const saved = { buffer: new Map(t.buffer), entryDelta: t.entryDelta };
+    return () => {
+      t.buffer = new Map(saved.buffer);
+      t.entryDelta = saved.entryDelta;
+    };
+  }
+
   private unlock(): void {
     this.release?.();
     this.release = undefined;

@@ -33,6 +33,9 @@ export const KV_WRITE_IMPORTS = ['kv-set', 'kv-del', 'kv-set-batch', 'kv-del-bat
 /** The err a batch of more than maxBatchItems items gets (also before its list is lifted, see runtime/worker/guards.ts). */
 export const batchTooBig = (items: number, maxBatchItems: number) => `batch of ${items} items exceeds the batch limit (maxBatchItems = ${maxBatchItems})`;
 
+/** The err a write gets from a call with read-only KV. */
+export const writeDenied = (op: string) => `${op}: KV write denied: this call has read-only KV (the caller's permission, or the function is not writeable)`;
+
 export class KvTxn {
   buffer: Layer = new Map();
   /** Change in the scope's entry count that the buffer would make. */
@@ -52,9 +55,7 @@ export class KvTxn {
   /** Runs one host import by its jco name. Throws KvOpError for a guest-visible err. */
   apply(op: string, args: unknown[]): unknown {
     if (this.access === 'none') throw new KvOpError(`${op}: KV access denied: the caller has no KV permission`);
-    if (KV_WRITE_OPS.has(op) && this.access !== 'write') {
-      throw new KvOpError(`${op}: KV write denied: this call has read-only KV (the caller's permission, or the function is not writeable)`);
-    }
+    if (KV_WRITE_OPS.has(op) && this.access !== 'write') throw new KvOpError(writeDenied(op));
     switch (op) {
       case 'kvGet':
         return this.get(this.key(args[0]));

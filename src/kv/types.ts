@@ -44,6 +44,12 @@ export interface KvTransaction {
   commit(): Promise<boolean>;
   /** Forgets the writes. Safe to call more than once, and after commit (then it does nothing). */
   rollback(): void;
+  /**
+   * Marks where the transaction stands; the function returned takes it back there (the
+   * writes made since are forgotten). A call made with `run` that fails undoes its writes
+   * to a transaction of its caller's tree this way. Optional: without it they stay.
+   */
+  savepoint?(): () => void;
 }
 
 export interface KvStore {

@@ -57,8 +57,6 @@ export interface BridgedCall {
   tree?: CallTree;
   /** The call that made this one with run. */
   parent?: BridgedCall;
-  /** Its KV transaction is its caller's (the same scope, on a store the workers cannot read). */
-  sharedTxn?: boolean;
 }
 
 export type Job =
@@ -342,7 +340,7 @@ class Call {
         const landing = local.map((n) => store.commit(n.scope, n.commit));
         // transactions of a store the workers cannot read commit with their locks held
         if (txn) wrote = await txn.commit();
-        for (const t of tree?.txns.splice(0) ?? []) wrote = (await t.commit()) || wrote;
+        for (const { txn: t } of tree?.txns.values() ?? []) wrote = (await t.commit()) || wrote;
         // the next writers read through these commits until LMDB has them
         this.releaseLock();
         tree?.releaseLocks();
@@ -358,7 +356,7 @@ class Call {
     }
     this.releaseLock();
     // what it read may be a commit still on its way to disk: answer only once that is durable
-    if (reply.flags & RFLAG.KV_READ || txn?.didRead || tree?.didRead) await store.readBarrier();
+    if (reply.flags & RFLAG.KV_READ || txn?.didRead || tree?.didRead || [...(tree?.txns.values() ?? [])].some((e) => e.txn.didRead)) await store.readBarrier();
     return reply;
   }
 

@@ -6,7 +6,7 @@
 import { compileComponent, hashOf } from '../component/load.js';
 import { PlughostError } from '../errors.js';
 import { KvOpError, type KvStore } from '../kv/types.js';
-import { KV_OPS } from '../kv/txn.js';
+import { KV_OPS, KV_WRITE_OPS, writeDenied } from '../kv/txn.js';
 import type { BridgedCall, CallServices } from './call.js';
 import { NestedCalls, type NestedHost } from './nested.js';
 import type { InvocationContext } from './context.js';
@@ -152,10 +152,6 @@ export class RuntimeManager implements PoolHost, CallServices, HostCallHandler, 
     return this.options.maxRunDepth;
   }
 
-  bridgedCall(callId: number): BridgedCall | undefined {
-    return this.bridged.get(callId);
-  }
-
   get batchEntryMaxMs(): number {
     return this.options.batchEntryMaxMs;
   }
@@ -282,15 +278,10 @@ export class RuntimeManager implements PoolHost, CallServices, HostCallHandler, 
     const store = this.store;
     if (!store) return { err: `${op}: this server has no KV store` };
     try {
-      if (!call.txn) {
-        // a call made with run on its caller's own scope works in its caller's transaction
-        let owner = call.parent;
-        while (owner && (owner.scope.tenant !== call.scope.tenant || owner.scope.module !== call.scope.module)) owner = owner.parent;
-        if (owner) {
-          owner.txn ??= store.begin(owner.scope, owner.access, owner.runtime.limits.kv, { lockHeld: owner.lockHeld });
-          call.txn = owner.txn;
-          call.sharedTxn = true;
-        }
+      // the calls of one tree share one transaction per scope (nested.ts), each with its own access
+      if (call.tree) {
+        if (KV_WRITE_OPS.has(op) && call.access !== 'write') throw new KvOpError(writeDenied(op));
+        return { ok: await call.tree.txnFor(store, call.scope, call.access, call.runtime.limits.kv, call.lockHeld).apply(op, args) };
       }
       call.txn ??= store.begin(call.scope, call.access, call.runtime.limits.kv, { lockHeld: call.lockHeld });
       return { ok: await call.txn.apply(op, args) };

@@ -8,7 +8,7 @@
 // top-level call, or dropped with it (call.ts).
 import { PlughostError, messageOf } from '../errors.js';
 import { scopeId } from '../kv/keys.js';
-import type { KvAccess, KvCommit, KvScope, KvStore, KvTransaction } from '../kv/types.js';
+import type { KvAccess, KvCommit, KvLimits, KvScope, KvStore, KvTransaction } from '../kv/types.js';
 import type { BridgedCall } from './call.js';
 import type { Controller } from './controller.js';
 import type { ControlMessage } from './protocol.js';
@@ -43,6 +43,8 @@ export interface RunPlan {
 }
 
 interface OpenNested {
+  /** Takes the tree's transactions (a store the workers cannot read) back to where they stood when it began. */
+  undo: () => void;
   runtime: Runtime;
   controller: Controller;
   target: RunTarget;
@@ -61,8 +63,11 @@ export class CallTree {
   readonly locks = new Map<string, () => void>();
   /** Local-store writes of nested calls, by the row of the top-level call that made them (-1: the call itself). */
   readonly commits: { row: number; scope: KvScope; commit: KvCommit }[] = [];
-  /** Transactions of nested calls on a store the workers cannot read. */
-  readonly txns: KvTransaction[] = [];
+  /**
+   * On a store the workers cannot read: the tree's one transaction per scope (the top-level
+   * call's own among them), shared by every call of the tree on that scope, by scope id.
+   */
+  readonly txns = new Map<string, { txn: KvTransaction; access: KvAccess }>();
   /** A nested call read committed data (the answer then waits until it is durable). */
   didRead = false;
   readonly open = new Map<number, OpenNested>();
@@ -92,9 +97,44 @@ export class CallTree {
     }
     this.open.clear();
     this.held.clear();
-    for (const t of this.txns.splice(0)) t.rollback();
+    for (const { txn } of this.txns.values()) txn.rollback();
+    this.txns.clear();
     this.commits.length = 0;
     this.releaseLocks();
+  }
+
+  /** The transaction of `scope` for a call of this tree with `access`: the tree's one, made (or, for a first writer, made anew) here. */
+  txnFor(store: KvStore, scope: KvScope, access: KvAccess, limits: KvLimits, lockHeld: boolean): KvTransaction {
+    const id = scopeId(scope);
+    let e = this.txns.get(id);
+    // one opened by readers wrote nothing: a writer replaces it with one that may write
+    if (!e || (access === 'write' && e.access !== 'write')) {
+      if (e) {
+        this.didRead ||= e.txn.didRead;
+        e.txn.rollback();
+      }
+      e = { txn: store.begin(scope, access, limits, { lockHeld }), access };
+      this.txns.set(id, e);
+    }
+    return e.txn;
+  }
+
+  /** Where the tree's transactions stand, to take them back to when a nested call fails. */
+  savepoint(): () => void {
+    const before = new Map([...this.txns].map(([id, e]) => [id, { e, back: e.txn.savepoint?.() }]));
+    return () => {
+      for (const [id, e] of this.txns) {
+        const was = before.get(id);
+        if (was?.e === e) was.back?.();
+        else {
+          // opened (or reopened for a writer) by the failed call: nothing of it stays
+          this.didRead ||= e.txn.didRead;
+          e.txn.rollback();
+          if (was) this.txns.set(id, was.e);
+          else this.txns.delete(id);
+        }
+      }
+    };
   }
 
   releaseLocks(): void {
@@ -112,7 +152,6 @@ export interface NestedHost {
   readonly maxRunDepth: number;
   beginBridgedCall(state: BridgedCall): number;
   endBridgedCall(callId: number): void;
-  bridgedCall(callId: number): BridgedCall | undefined;
   /** The Runtime of a loaded module by hash (for a caller whose context resolves nothing itself). */
   get(hash: string): Runtime | undefined;
 }
@@ -192,7 +231,7 @@ export class NestedCalls {
       endsAt: () => runsUntil,
     };
     const callId = this.host.beginBridgedCall(nested);
-    tree.open.set(callId, { runtime: rt, controller, target, fn, startedAt });
+    tree.open.set(callId, { undo: tree.savepoint(), runtime: rt, controller, target, fn, startedAt });
     worker.enterNested(runsUntil, ownEnd <= endsAt ? `the time limit of ${name} (${rt.limits.maxExecutionMs} ms)` : "what was left of its caller's time limit");
     let flags = controller.started ? 0 : FLAG.CREATE | (rt.component.exports.has('init') ? FLAG.INIT : 0);
     if (access !== 'none') {
@@ -228,12 +267,9 @@ export class NestedCalls {
     if (writeable !== undefined) rt.rememberWriteable(open.fn, writeable);
     if (didRead) tree.didRead = true;
     this.settle(tree, rt, controller, status);
-    const nested = this.host.bridgedCall(callId);
     this.host.endBridgedCall(callId);
-    if (nested?.txn && !nested.sharedTxn) {
-      if (status === STATUS.OK) tree.txns.push(nested.txn);
-      else nested.txn.rollback();
-    }
+    // a nested call that failed leaves nothing in the tree's transactions
+    if (status !== STATUS.OK) open.undo();
     const outcome = status === STATUS.OK ? 'ok' : status === STATUS.GUEST_ERROR ? 'guest_error' : status === STATUS.INIT_FAILED ? 'INIT_FAILED' : status === STATUS.MEMORY ? 'MEMORY_LIMIT' : 'TRAP';
     target.finished?.(outcome, (performance.now() - open.startedAt) / 1000);
     return { ok: undefined };
