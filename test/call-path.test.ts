@@ -131,8 +131,9 @@ test.serial('a reader that may have seen a commit still on its way to disk is an
 
 test.serial('over the bridge, a write call retried after its worker was lost commits its writes', async (t) => {
   const store = lmdbStore(t);
-  const m = await manager(t, { store, kvInWorkers: false, workers: 1, limits: { maxExecutionMs: 300 } });
-  const faults = await m.load(await fixture('faults'));
+  // the loop stops at 300 ms; the retried call (a new controller on a new worker) has the default 10 s, for a busy machine
+  const m = await manager(t, { store, kvInWorkers: false, workers: 1 });
+  const faults = await m.load(await fixture('faults'), { limits: { maxExecutionMs: 300 } });
   const kv = await m.load(await fixture('kv'), { name: 'kv' });
   valueOf(await kv.invoke(ctx(), 'get', enc('n'))); // a controller of kv exists before the loop
   const looping = faults.invoke(ctx(), 'loop', none);
