@@ -4,6 +4,7 @@
 import type { Identity } from '../auth/identity.js';
 import { PlughostError, type ErrorCode } from '../errors.js';
 import type { ModuleRegistry } from '../registry/registry.js';
+import type { SqlAnswer, SqlRequest } from '../runtime/context.js';
 import type { InvokeResult, RowOutcome, Runtime } from '../runtime/runtime.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
@@ -19,6 +20,8 @@ export interface CallRequest {
   requestId?: string;
   /** Told the module's hash once it is resolved and the caller may invoke it (a Stream reports it with a failure too). */
   onResolved?: (hash: string) => void;
+  /** Answers the guest's `sql` (a Stream whose engine serves it); absent: `sql` returns err. */
+  sql?: (request: SqlRequest) => Promise<SqlAnswer>;
 }
 
 export interface BatchRequest {
@@ -32,6 +35,8 @@ export interface BatchRequest {
   signal?: AbortSignal;
   requestId?: string;
   onResolved?: (hash: string) => void;
+  /** Answers the guest's `sql`; `request.row` says which row asked. */
+  sql?: (request: SqlRequest) => Promise<SqlAnswer>;
 }
 
 export interface InvokerObservers {
@@ -153,8 +158,9 @@ export class Invoker {
     return { runtime, hash: resolved.hash, name: resolved.name };
   }
 
-  private contextOf(identity: Identity, moduleName: string, req: Pick<CallRequest, 'deadline' | 'signal' | 'requestId'>) {
+  private contextOf(identity: Identity, moduleName: string, req: Pick<CallRequest, 'deadline' | 'signal' | 'requestId' | 'sql'>) {
     return {
+      sql: req.sql,
       subject: identity.subject,
       tenant: identity.grant.tenant,
       kvAccess: identity.grant.kv,

@@ -5,7 +5,12 @@ import type { StreamRequestSchema, StreamResponse } from '../../gen/plughost/v1/
 
 export type Req = MessageInitShape<typeof StreamRequestSchema>;
 
-export const options = (o: { module?: string; function?: string; window?: number; ordered?: boolean }): Req => ({ kind: { case: 'options', value: o } });
+export const options = (o: { module?: string; function?: string; window?: number; ordered?: boolean; serveSql?: boolean }): Req => ({ kind: { case: 'options', value: o } });
+
+/** The engine's answer to host call `id`: result bytes, or an error string. */
+export const answer = (id: bigint | number, a: { ok: Uint8Array } | { error: string } | Record<string, never>): Req => ({
+  kind: { case: 'hostAnswer', value: { hostCallId: BigInt(id), result: 'ok' in a ? { case: 'ok', value: a.ok } : 'error' in a ? { case: 'error', value: a.error } : { case: undefined } } },
+});
 
 export const item = (id: number, i: { module?: string; function?: string; args?: Uint8Array; timeoutMs?: number } = {}): Req => ({ kind: { case: 'item', value: { id: BigInt(id), ...i } } });
 
