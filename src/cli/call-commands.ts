@@ -7,6 +7,9 @@ import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { StreamRequestSchema } from '../../gen/plughost/v1/plugin_pb.js';
 import { PlughostError } from '../errors.js';
 import type { Connection } from './client.js';
+import { WINDOW_HEADER } from '../service/stream-session.js';
+import { RequestQueue } from './request-queue.js';
+import type { SqlAnswerer } from './sql-answers.js';
 import { bytesField, showBytes } from './values.js';
 
 /** Calls one function; a guest error is an answer, reported with exit code 3. */
@@ -83,14 +86,18 @@ async function* batches(items: AsyncIterable<Row>, size: number, sentRows: Map<b
 
 /**
  * Streams NDJSON items from `input` and writes one NDJSON result per item to `output`;
- * returns counts. With `batch`, up to that many consecutive items go in one message.
+ * returns counts. With `batch`, up to that many consecutive items go in one message. With
+ * `serveSql`, the CLI is the engine that answers its guests' sql (host calls): it keeps at
+ * most the window's rows unanswered, so its answers never queue behind items the server is
+ * not reading yet, and ends its side only once every item is answered.
  */
 export async function stream(
   c: Connection,
-  o: { module: string; fn?: string; window?: number; ordered: boolean; batch?: number },
+  o: { module: string; fn?: string; window?: number; ordered: boolean; batch?: number; serveSql?: SqlAnswerer },
   input: Readable,
   output: Writable,
   onBadLine: (message: string) => void,
+  onNotice: (message: string) => void = () => {},
 ): Promise<{ sent: number; answered: number; failed: number; badLines: number }> {
   let sent = 0;
   let badLines = 0;
@@ -115,14 +122,26 @@ export async function stream(
   // with batches and no window asked for: room for four batches (the server lowers it to its cap)
   const window = o.window ?? (o.batch ? 4 * o.batch : 0);
   async function* requests(): AsyncGenerator<Item> {
-    yield { kind: { case: 'options', value: { module: o.module, function: o.fn, window, ordered: o.ordered } } };
+    yield { kind: { case: 'options', value: { module: o.module, function: o.fn, window, ordered: o.ordered, serveSql: o.serveSql !== undefined } } };
     if (o.batch) yield* batches(items(), o.batch, sentRows);
     else for await (const value of items()) yield { kind: { case: 'item', value } };
   }
+  const engine = o.serveSql ? new EngineSide(requests(), window) : undefined;
   let answered = 0;
   let failed = 0;
-  for await (const r of c.plugins.stream(requests() as AsyncIterable<StreamRequest>, { ...c.callOptions })) {
-    const lines: { line: Record<string, unknown>; failed: boolean }[] = [];
+  const call = c.plugins.stream((engine?.requests ?? requests()) as AsyncIterable<StreamRequest>, { ...c.callOptions, onHeader: (h) => engine?.granted(Number(h.get(WINDOW_HEADER))) });
+  try {
+    for await (const r of call) {
+      if (r.hostCall) {
+        const a = o.serveSql!(r.hostCall.query, r.hostCall.vars);
+        engine!.requests.send({ kind: { case: 'hostAnswer', value: { hostCallId: r.hostCall.hostCallId, result: 'ok' in a ? { case: 'ok', value: a.ok } : { case: 'error', value: a.error } } } });
+        continue;
+      }
+      if (r.hostAnswerRefused) {
+        onNotice(r.hostAnswerRefused.message);
+        continue;
+      }
+      const lines: { line: Record<string, unknown>; failed: boolean }[] = [];
     if (r.batch) {
       const b = r.batch;
       let ids = b.ids;
@@ -134,12 +153,84 @@ export async function stream(
       }
       // a batch refused as a whole: each of its rows failed so
       ids.forEach((id, i) => lines.push(b.failure ? failureLine(id, b.failure) : resultLine(id, b.outcomes[i])));
-    } else lines.push(resultLine(r.id, r.outcome));
-    for (const { line, failed: f } of lines) {
-      answered++;
-      if (f) failed++;
-      if (!output.write(`${JSON.stringify(line)}\n`)) await new Promise((resolve) => output.once('drain', resolve));
+      } else lines.push(resultLine(r.id, r.outcome));
+      engine?.answered(lines.length);
+      for (const { line, failed: f } of lines) {
+        answered++;
+        if (f) failed++;
+        if (!output.write(`${JSON.stringify(line)}\n`)) await new Promise((resolve) => output.once('drain', resolve));
+      }
     }
+  } finally {
+    engine?.stop();
   }
+  engine?.rethrow();
   return { sent, answered, failed, badLines };
+}
+
+/**
+ * The requests of a stream whose client answers sql: the items, let through while fewer than
+ * the window's rows are unanswered, and the answers, written as host calls come. Ends the
+ * client's side once the input is done and every row answered (ending it sooner would make
+ * every later sql err).
+ */
+class EngineSide {
+  readonly requests = new RequestQueue<Item>();
+  private unanswered = 0;
+  private inputDone = false;
+  private stopped = false;
+  private failure: unknown;
+  private wake: (() => void) | undefined;
+
+  constructor(
+    items: AsyncIterable<Item>,
+    private window: number,
+  ) {
+    void this.feed(items);
+  }
+
+  /** The window the server granted (its header), which bounds the rows unanswered. */
+  granted(window: number): void {
+    if (window > 0) this.window = window;
+    this.wake?.();
+  }
+
+  answered(rows: number): void {
+    this.unanswered -= rows;
+    this.wake?.();
+    this.maybeEnd();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.wake?.();
+  }
+
+  /** Throws what reading the input threw, if it did. */
+  rethrow(): void {
+    if (this.failure !== undefined) throw this.failure;
+  }
+
+  private async feed(items: AsyncIterable<Item>): Promise<void> {
+    try {
+      for await (const req of items) {
+        const kind = req.kind;
+        const rows = kind?.case === 'batch' ? Math.max(1, kind.value!.rows?.length ?? 0) : kind?.case === 'item' ? 1 : 0;
+        // a batch bigger than the window goes when nothing else is unanswered, as the server admits it
+        while (!this.stopped && rows > 0 && this.unanswered > 0 && this.unanswered + rows > (this.window || 64)) await new Promise<void>((r) => (this.wake = r));
+        if (this.stopped) return;
+        this.unanswered += rows;
+        this.requests.send(req);
+      }
+    } catch (e) {
+      this.failure = e;
+      this.requests.end();
+    }
+    this.inputDone = true;
+    this.maybeEnd();
+  }
+
+  private maybeEnd(): void {
+    if (this.inputDone && this.unanswered <= 0) this.requests.end();
+  }
 }
