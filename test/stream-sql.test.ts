@@ -283,3 +283,30 @@ test('a batch row whose host call times out fails alone; its neighbours get thei
   t.is(describe(outcomes[2]), 'C');
   t.is(outcomes[1]!.result.case, 'guestError', 'a guest err, not a failure: the guest decided what to make of it');
 });
+
+test('a client that stops reading while a host call is on its way: the guest still stops waiting at hostCallTimeoutMs, and the stream goes on once it reads again', async (t) => {
+  const { host, c } = await setup(t, { hostCallTimeoutMs: 300 });
+  const feed = new Feed();
+  feed.send(options({ module: 'sql', serveSql: true, window: 1 }), item(1, { args: enc('small') }));
+  const responses = c.plugins.stream(feed)[Symbol.asyncIterator]();
+  const next = async () => (await responses.next()).value as StreamResponse;
+  const first = await next();
+  feed.send(answer(first.hostCall!.hostCallId, { ok: enc('answered') }));
+  t.is(describe((await next()).outcome), 'answered');
+  // item 2's host call carries 2 MiB of vars, more than HTTP/2's flow control lets reach a client that does not read
+  const big = new Uint8Array(2 << 20).fill(0x61);
+  feed.send(item(2, { args: big }));
+  const timeouts = async () => sample(await scrape(host), 'plughost_host_calls_total{outcome="timeout"}');
+  t.true(await waitFor(async () => (await timeouts()) === 1, 30_000, 50), 'the guest stopped waiting while its host call could not reach the client');
+  const stale = await next();
+  t.is(stale.hostCall?.vars.length, big.length, 'the host call arrives whole once the client reads');
+  feed.send(answer(stale.hostCall!.hostCallId, { ok: enc('too late') }));
+  t.regex(describe((await next()).outcome), /^guest:sql got no answer from the engine within \d+ ms$/);
+  t.regex((await next()).hostAnswerRefused?.message ?? '', /answered already, or its guest stopped waiting/);
+  feed.send(item(3, { args: enc('again') }));
+  const third = await next();
+  feed.send(answer(third.hostCall!.hostCallId, { ok: enc('fine') }));
+  t.is(describe((await next()).outcome), 'fine');
+  feed.end();
+  t.true((await responses.next()).done, 'the stream ends');
+});
