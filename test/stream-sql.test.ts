@@ -4,6 +4,7 @@
 // the request stream; every way an engine can misbehave gets a clear outcome and nothing waits.
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
+import { Code, ConnectError } from '@connectrpc/connect';
 import type { HostAnswerRefused, HostCall, StreamResponse } from '../gen/plughost/v1/plugin_pb.js';
 import { ENGINE_CLOSED } from '../src/service/stream-host-calls.js';
 import type { Plughost } from '../src/service/plughost.js';
@@ -309,4 +310,22 @@ test('a client that stops reading while a host call is on its way: the guest sti
   t.is(describe((await next()).outcome), 'fine');
   feed.end();
   t.true((await responses.next()).done, 'the stream ends');
+});
+
+test('server shutdown: an item whose guest waits on the engine still gets its answer, then the stream ends UNAVAILABLE', async (t) => {
+  const { host, c } = await setup(t, { hostCallTimeoutMs: 30_000, shutdownGraceMs: 20_000 });
+  let closing: Promise<void> | undefined;
+  const err = await t.throwsAsync(
+    engine(c, [options({ module: 'sql', serveSql: true }), item(1, { args: enc('x') })], 1, {
+      hostCall: (h, feed) => {
+        // the server starts shutting down while the guest waits; the answer comes after
+        closing = host.close();
+        setImmediate(() => feed.send(answer(h.hostCallId, { ok: enc('answered during shutdown') })));
+      },
+      answer: (r) => t.is(describe(r.outcome), 'answered during shutdown'),
+    }),
+  );
+  t.is(ConnectError.from(err).code, Code.Unavailable);
+  t.plan(3);
+  await closing;
 });

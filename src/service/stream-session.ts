@@ -113,10 +113,11 @@ export class StreamSession {
     return this.open;
   }
 
-  /** Stops pulling messages, lets those admitted finish, then ends with UNAVAILABLE. */
+  /** Stops pulling items, lets those admitted finish (reading the engine's answers they wait for), then ends with UNAVAILABLE. */
   shutdown(): Promise<void> {
     this.stopping = true;
-    this.call.pause();
+    // pulls nothing more, unless a guest waits for the engine's answer
+    this.pump();
     this.maybeFinish();
     return this.done;
   }
