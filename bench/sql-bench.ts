@@ -3,9 +3,14 @@
 // once with the vars) beside the same guest not asking (its "none" function), against one
 // plughost in a child process, alternating A B A B in one run. One item in flight gives the
 // round trip's latency; 16 in flight its cost in throughput. Every answer is checked.
+// Beside it, the same two guests through the Runtime API with sql answered in-process: what
+// the worker-to-main-thread hop costs, without the engine's gRPC round trip.
 import { parseArgs } from 'node:util';
 import type { StreamRequest } from '../gen/plughost/v1/plugin_pb.js';
 import { connect, type Connection } from '../src/cli/client.js';
+import type { InvocationContext } from '../src/runtime/context.js';
+import { RuntimeManager } from '../src/runtime/manager.js';
+import { fixture } from '../test/fixtures/build.js';
 import { RequestQueue } from '../src/cli/request-queue.js';
 import { startServerProcess } from './servers.js';
 import { ErrorTally, median } from './stats.js';
@@ -64,6 +69,39 @@ async function drive(c: Connection, fn: 'ask' | 'none', n: number, depth: number
   return run;
 }
 
+/** Median µs per call of each guest through the Runtime API (sequential), sql answered in this thread with the vars. */
+async function inProcess(rounds: number, calls: number, errors: ErrorTally): Promise<{ ask: number; none: number; diff: number }> {
+  const manager = await RuntimeManager.create({ workers: 2 });
+  try {
+    const rt = await manager.load(await fixture('sql'));
+    const ctx: InvocationContext = { subject: 'bench', tenant: 'bench', kvAccess: 'none', sql: async (r) => ({ ok: r.vars }) };
+    const args = payload(7n);
+    const time = async (fn: string | undefined, n: number) => {
+      let wrong = 0;
+      const t0 = performance.now();
+      for (let i = 0; i < n; i++) {
+        const r = await rt.invoke(ctx, fn, args);
+        if (!r.ok || Buffer.compare(r.value, args) !== 0) wrong++;
+      }
+      errors.add(`sql bench: Runtime API, ${fn ?? 'ask'}`, n, wrong, wrong ? 'a wrong answer' : undefined);
+      return ((performance.now() - t0) * 1000) / n;
+    };
+    await time(undefined, 5000);
+    await time('none', 5000);
+    const r = { ask: [] as number[], none: [] as number[], diff: [] as number[] };
+    for (let round = 0; round < rounds; round++) {
+      const none = await time('none', calls);
+      const ask = await time(undefined, calls);
+      r.none.push(none);
+      r.ask.push(ask);
+      r.diff.push(ask - none);
+    }
+    return { ask: median(r.ask), none: median(r.none), diff: median(r.diff) };
+  } finally {
+    await manager.close();
+  }
+}
+
 export async function sqlBench(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { quick: { type: 'boolean', default: false }, json: { type: 'boolean', default: false } } });
   const rounds = values.quick ? 3 : 5;
@@ -71,6 +109,8 @@ export async function sqlBench(argv: string[]): Promise<number> {
   const pipelined = values.quick ? 3000 : 10_000;
   const log = (line: string) => console.error(line);
   const errors = new ErrorTally();
+  const local = await inProcess(rounds, sequential, errors);
+  log(`Runtime API, sql answered in-process: ${local.none.toFixed(0)} vs ${local.ask.toFixed(0)} µs per call`);
   const server = await startServerProcess('plughost');
   const c = connect({ address: server.address, token: server.token });
   try {
@@ -104,11 +144,12 @@ export async function sqlBench(argv: string[]): Promise<number> {
         '| --- | --- | --- | --- |',
         `| 1 item in flight, median latency | ${n(median(seq.none))} µs | ${n(median(seq.ask))} µs | +${n(median(seq.diff))} µs |`,
         `| 16 items in flight, throughput | ${n(median(pipe.none))} items/s | ${n(median(pipe.ask))} items/s | +${n(median(pipe.diff))} µs per item |`,
+        `| Runtime API, sql answered in-process (no gRPC), sequential | ${n(local.none)} µs | ${n(local.ask)} µs | +${n(local.diff)} µs |`,
         '',
         `${rounds} rounds (medians; a difference is the median of each round's), ${errors.errors ? `${errors.errors} ERRORS: NOT VALID` : 'no errors'}`,
       ].join('\n'),
     );
-    if (values.json) console.log(JSON.stringify({ sql_round_trip_us: median(seq.diff), sql_pipelined_cost_us: median(pipe.diff), latency_without_us: median(seq.none), latency_with_us: median(seq.ask), items_per_sec_without: median(pipe.none), items_per_sec_with: median(pipe.ask), errors: errors.errors, valid: errors.errors === 0 }));
+    if (values.json) console.log(JSON.stringify({ sql_bridge_us: local.diff, sql_round_trip_us: median(seq.diff), sql_pipelined_cost_us: median(pipe.diff), latency_without_us: median(seq.none), latency_with_us: median(seq.ask), items_per_sec_without: median(pipe.none), items_per_sec_with: median(pipe.ask), errors: errors.errors, valid: errors.errors === 0 }));
     return errors.errors ? 1 : 0;
   } finally {
     c.close();
