@@ -127,7 +127,8 @@ test('several host calls are outstanding on one stream at once, answered in any 
 });
 
 test('an engine that never answers, answers late, twice, or names an unknown id: the guest gets err after hostCallTimeoutMs, extra answers are refused in-band, the stream goes on; metrics count each', async (t) => {
-  const { host, c } = await setup(t, { hostCallTimeoutMs: 300 });
+  // long enough for the answers that do come to make it on a busy machine
+  const { host, c } = await setup(t, { hostCallTimeoutMs: 2000 });
   const before = await scrape(host);
   const seen = await engine(c, [options({ module: 'sql', serveSql: true, window: 1 }), item(1, { args: enc('ignored') }), item(2, { args: enc('twice') }), item(3, { args: enc('fine') })], 3, {
     hostCall: (h, feed) => {
@@ -140,7 +141,7 @@ test('an engine that never answers, answers late, twice, or names an unknown id:
       if (r.id === 1n) feed.send(answer(s.hostCalls[0]!.hostCallId, { ok: enc('late') }));
     },
   });
-  t.regex(outcomeOf(seen, 1), /^guest:sql got no answer from the engine within 300 ms$/);
+  t.regex(outcomeOf(seen, 1), /^guest:sql got no answer from the engine within 2000 ms$/);
   t.is(outcomeOf(seen, 2), 'first', 'the first answer stands');
   t.is(outcomeOf(seen, 3), 'ok', 'the stream goes on');
   const late = seen.hostCalls[0]!.hostCallId;
@@ -150,7 +151,7 @@ test('an engine that never answers, answers late, twice, or names an unknown id:
   t.deepEqual(refusedFor(999_999n), ['answer to host call 999999 refused: no host call with this id was sent on this stream']);
   t.is(refusedFor(second).length, 2, 'the duplicate is refused, and so is the answer with no result that came after it');
   t.is(seen.refused.length, 4, 'the late answer, the duplicate, the unknown id and the empty answer (its host call was answered already)');
-  t.true(seen.hostCalls[0]!.timeoutMs <= 300);
+  t.true(seen.hostCalls[0]!.timeoutMs <= 2000);
 
   const after = await scrape(host);
   const delta = (outcome: string) => sample(after, `plughost_host_calls_total{outcome="${outcome}"}`) - sample(before, `plughost_host_calls_total{outcome="${outcome}"}`);
@@ -172,15 +173,20 @@ test('an answer with neither ok nor error is refused and the host call still wai
 });
 
 test('the call\'s own time limit bounds the wait: the host call says so, and the next item runs on the freed worker', async (t) => {
-  const { c } = await setup(t, { hostCallTimeoutMs: 30_000 }, { maxExecutionMs: 400 });
-  const seen = await engine(c, [options({ module: 'sql', serveSql: true, window: 1 }), item(1, { args: enc('never') }), item(2, { args: enc('soon') })], 2, {
+  const { c } = await setup(t, { hostCallTimeoutMs: 30_000 }, { maxExecutionMs: 3000 });
+  const t0 = Date.now();
+  // item 1 warms a controller; item 2 is never answered; item 3 comes after it
+  const seen = await engine(c, [options({ module: 'sql', serveSql: true, window: 1 }), item(1, { args: enc('warm') }), item(2, { args: enc('never') }), item(3, { args: enc('soon') })], 3, {
     hostCall: (h, feed) => {
-      if (h.itemId === 2n) feed.send(answer(h.hostCallId, { ok: enc('answered') }));
+      if (h.itemId !== 2n) feed.send(answer(h.hostCallId, { ok: enc('answered') }));
     },
   });
-  t.true(seen.hostCalls[0]!.timeoutMs <= 400, `timeout_ms ${seen.hostCalls[0]!.timeoutMs} is within the call's 400 ms`);
-  t.regex(outcomeOf(seen, 1), /^guest:sql got no answer from the engine within \d+ ms$|^TIMEOUT\/TIMEOUT$/);
-  t.is(outcomeOf(seen, 2), 'answered');
+  t.true(Date.now() - t0 < 25_000, 'the guest did not wait for hostCallTimeoutMs');
+  const asked = seen.hostCalls.find((h) => h.itemId === 2n);
+  // on a busy machine the call may run out of time before its guest asks: then it has no host call
+  if (asked) t.true(asked.timeoutMs <= 3000, `timeout_ms ${asked.timeoutMs} is within the call's 3000 ms`);
+  t.regex(outcomeOf(seen, 2), /^guest:sql got no answer from the engine within \d+ ms$|^TIMEOUT\/TIMEOUT$/);
+  t.is(outcomeOf(seen, 3), 'answered');
 });
 
 test('an item\'s own timeout bounds the wait too', async (t) => {
@@ -272,7 +278,7 @@ test('a batch whose rows call sql: each host call names its row\'s id (first_id 
 });
 
 test('a batch row whose host call times out fails alone; its neighbours get their answers', async (t) => {
-  const { c } = await setup(t, { hostCallTimeoutMs: 300 });
+  const { c } = await setup(t, { hostCallTimeoutMs: 2000 });
   const seen = await engine(c, [options({ module: 'sql', serveSql: true }), batch({ firstId: 1, rows: [enc('a'), enc('skip'), enc('c')] })], 1, {
     hostCall: (h, feed) => {
       if (dec(h.vars) !== 'skip') feed.send(answer(h.hostCallId, { ok: enc(dec(h.vars).toUpperCase()) }));
@@ -286,7 +292,7 @@ test('a batch row whose host call times out fails alone; its neighbours get thei
 });
 
 test('a client that stops reading while a host call is on its way: the guest still stops waiting at hostCallTimeoutMs, and the stream goes on once it reads again', async (t) => {
-  const { host, c } = await setup(t, { hostCallTimeoutMs: 300 });
+  const { host, c } = await setup(t, { hostCallTimeoutMs: 2000 });
   const feed = new Feed();
   feed.send(options({ module: 'sql', serveSql: true, window: 1 }), item(1, { args: enc('small') }));
   const responses = c.plugins.stream(feed)[Symbol.asyncIterator]();

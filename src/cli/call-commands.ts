@@ -2,13 +2,13 @@
 import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import { FailureKind, type CallFailure, type CallOutcome } from '../../gen/plughost/v1/outcome_pb.js';
-import type { StreamRequest } from '../../gen/plughost/v1/plugin_pb.js';
+import type { StreamRequest, StreamResponse } from '../../gen/plughost/v1/plugin_pb.js';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { StreamRequestSchema } from '../../gen/plughost/v1/plugin_pb.js';
 import { PlughostError } from '../errors.js';
 import type { Connection } from './client.js';
 import { WINDOW_HEADER } from '../service/stream-session.js';
-import { RequestQueue } from './request-queue.js';
+import { EngineSide } from './engine-side.js';
 import type { SqlAnswerer } from './sql-answers.js';
 import { bytesField, showBytes } from './values.js';
 
@@ -58,6 +58,21 @@ function resultLine(id: bigint, o: CallOutcome | undefined): { line: Record<stri
 
 function failureLine(id: bigint, f: CallFailure | undefined): { line: Record<string, unknown>; failed: true } {
   return { line: { id: Number(id), failure: FailureKind[f?.kind ?? FailureKind.UNSPECIFIED], code: f?.code ?? '', message: f?.message ?? 'no outcome' }, failed: true };
+}
+
+/** The NDJSON lines of one item's or batch's answer: one per item or row, with its id. */
+function resultLines(r: StreamResponse, sentRows: Map<bigint, number[]>): { line: Record<string, unknown>; failed: boolean }[] {
+  const b = r.batch;
+  if (!b) return [resultLine(r.id, r.outcome)];
+  let ids = b.ids;
+  if (ids.length === 0) {
+    const counts = sentRows.get(b.firstId) ?? [];
+    const n = counts.shift() ?? b.outcomes.length;
+    if (counts.length === 0) sentRows.delete(b.firstId);
+    ids = Array.from({ length: n }, (_, i) => b.firstId + BigInt(i));
+  }
+  // a batch refused as a whole: each of its rows failed so
+  return ids.map((id, i) => (b.failure ? failureLine(id, b.failure) : resultLine(id, b.outcomes[i])));
 }
 
 type Row = Extract<Item['kind'], { case: 'item' }>['value'];
@@ -133,27 +148,14 @@ export async function stream(
   try {
     for await (const r of call) {
       if (r.hostCall) {
-        const a = o.serveSql!(r.hostCall.query, r.hostCall.vars);
-        engine!.requests.send({ kind: { case: 'hostAnswer', value: { hostCallId: r.hostCall.hostCallId, result: 'ok' in a ? { case: 'ok', value: a.ok } : { case: 'error', value: a.error } } } });
+        engine!.answer(r.hostCall.hostCallId, o.serveSql!(r.hostCall.query, r.hostCall.vars));
         continue;
       }
       if (r.hostAnswerRefused) {
         onNotice(r.hostAnswerRefused.message);
         continue;
       }
-      const lines: { line: Record<string, unknown>; failed: boolean }[] = [];
-    if (r.batch) {
-      const b = r.batch;
-      let ids = b.ids;
-      if (ids.length === 0) {
-        const counts = sentRows.get(b.firstId) ?? [];
-        const n = counts.shift() ?? b.outcomes.length;
-        if (counts.length === 0) sentRows.delete(b.firstId);
-        ids = Array.from({ length: n }, (_, i) => b.firstId + BigInt(i));
-      }
-      // a batch refused as a whole: each of its rows failed so
-      ids.forEach((id, i) => lines.push(b.failure ? failureLine(id, b.failure) : resultLine(id, b.outcomes[i])));
-      } else lines.push(resultLine(r.id, r.outcome));
+      const lines = resultLines(r, sentRows);
       engine?.answered(lines.length);
       for (const { line, failed: f } of lines) {
         answered++;
@@ -166,71 +168,4 @@ export async function stream(
   }
   engine?.rethrow();
   return { sent, answered, failed, badLines };
-}
-
-/**
- * The requests of a stream whose client answers sql: the items, let through while fewer than
- * the window's rows are unanswered, and the answers, written as host calls come. Ends the
- * client's side once the input is done and every row answered (ending it sooner would make
- * every later sql err).
- */
-class EngineSide {
-  readonly requests = new RequestQueue<Item>();
-  private unanswered = 0;
-  private inputDone = false;
-  private stopped = false;
-  private failure: unknown;
-  private wake: (() => void) | undefined;
-
-  constructor(
-    items: AsyncIterable<Item>,
-    private window: number,
-  ) {
-    void this.feed(items);
-  }
-
-  /** The window the server granted (its header), which bounds the rows unanswered. */
-  granted(window: number): void {
-    if (window > 0) this.window = window;
-    this.wake?.();
-  }
-
-  answered(rows: number): void {
-    this.unanswered -= rows;
-    this.wake?.();
-    this.maybeEnd();
-  }
-
-  stop(): void {
-    this.stopped = true;
-    this.wake?.();
-  }
-
-  /** Throws what reading the input threw, if it did. */
-  rethrow(): void {
-    if (this.failure !== undefined) throw this.failure;
-  }
-
-  private async feed(items: AsyncIterable<Item>): Promise<void> {
-    try {
-      for await (const req of items) {
-        const kind = req.kind;
-        const rows = kind?.case === 'batch' ? Math.max(1, kind.value!.rows?.length ?? 0) : kind?.case === 'item' ? 1 : 0;
-        // a batch bigger than the window goes when nothing else is unanswered, as the server admits it
-        while (!this.stopped && rows > 0 && this.unanswered > 0 && this.unanswered + rows > (this.window || 64)) await new Promise<void>((r) => (this.wake = r));
-        if (this.stopped) return;
-        this.unanswered += rows;
-        this.requests.send(req);
-      }
-    } catch (e) {
-      this.failure = e;
-      this.requests.end();
-    }
-    this.inputDone = true;
-    this.maybeEnd();
-  }
-
-  private maybeEnd(): void {
-    if (this.inputDone && this.unanswered <= 0) this.requests.end();
-  }
 }
