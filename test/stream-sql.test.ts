@@ -335,3 +335,12 @@ test('server shutdown: an item whose guest waits on the engine still gets its an
   t.plan(3);
   await closing;
 });
+
+test('a guest\'s invoke-batch entry runs many rows in one call: its host calls name the first row of the entry', async (t) => {
+  const { c } = await setup(t);
+  await pushFixture(c, 'sql-entry');
+  const seen = await engine(c, [options({ module: 'sql-entry', serveSql: true }), batch({ firstId: 40, rows: [enc('a'), enc('b'), enc('c')] })], 1, {
+    hostCall: (h, feed) => feed.send(answer(h.hostCallId, { ok: enc(`${dec(h.vars)}@${h.itemId}`) })),
+  });
+  t.deepEqual(seen.answers.get(40n)!.batch!.outcomes.map(describe), ['a@40', 'b@40', 'c@40']);
+});
