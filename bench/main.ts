@@ -6,6 +6,8 @@
 // says so loudly on stderr.
 // `npm run bench -- --profile [--seconds N] [--grpc] [--top N]`: where main-thread and
 // worker time goes per call on the hot path (CPU profiles, see bench/profile.ts).
+// `npm run bench -- --sql [--quick] [--json]`: what one guest sql answered by the engine
+// costs on a Stream (bench/sql-bench.ts).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import { dirname } from 'node:path';
@@ -19,6 +21,9 @@ const argv = process.argv.slice(2);
 if (argv.includes('--profile')) {
   const { profile } = await import('./profile.js');
   process.exitCode = await profile(argv.filter((a) => a !== '--profile'));
+} else if (argv.includes('--sql')) {
+  const { sqlBench } = await import('./sql-bench.js');
+  process.exitCode = await sqlBench(argv.filter((a) => a !== '--sql'));
 } else {
   await bench();
 }

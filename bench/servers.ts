@@ -16,8 +16,8 @@ import { encodeStreamResponse } from '../src/service/stream-wire.js';
 import { Plughost } from '../src/service/plughost.js';
 import { fixture } from '../test/fixtures/build.js';
 
-/** Guests pushed to the bench's plughost; `batch-echo` and `hash-batch` also export invoke-batch. */
-export const BENCH_GUESTS = ['echo', 'kv', 'hash', 'batch-echo', 'hash-batch'] as const;
+/** Guests pushed to the bench's plughost; `batch-echo` and `hash-batch` also export invoke-batch; `sql` asks the engine (bench/sql-bench.ts). */
+export const BENCH_GUESTS = ['echo', 'kv', 'hash', 'batch-echo', 'hash-batch', 'sql'] as const;
 export type ServerKind = 'bare' | 'plughost';
 
 interface Running {

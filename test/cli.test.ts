@@ -130,6 +130,50 @@ test('stream --batch N: consecutive items for one module and function go as one 
   t.is(over.code, 0, 'every item was answered (failures are answers)');
 });
 
+test('stream --serve-sql: the CLI answers the guests\' sql from a JSON file of rules, one item or batch row at a time or many, within the window', async (t) => {
+  const { host, env } = await setup(t);
+  const dir = tempDir(t);
+  const sqlWasm = join(dir, 'sql.wasm');
+  writeFileSync(sqlWasm, await fixture('sql'));
+  t.is((await runCli(['push', sqlWasm, '--name', 'sql', '--version', '1.0.0'], { env })).code, 0);
+  const answers = join(dir, 'answers.json');
+  writeFileSync(answers, JSON.stringify([
+    { query: 'ask', vars: { id: 1 }, value: { name: 'one' } },
+    { query: 'ask', vars: { id: 2 }, error: 'no row 2' },
+    { query: 'ask', vars: { n: 'x' }, value: 'matched' },
+  ]));
+  const lines = ['{"id":1,"args":{"id":1,"more":true}}', '{"id":2,"args":{"id":2}}', '{"id":3,"args":{"id":3}}'];
+  const r = await runCli(['stream', 'sql', '--ordered', '--serve-sql', answers], { env, input: lines.join('\n') + '\n' });
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(r.stdout.trim().split('\n').map((l) => JSON.parse(l) as unknown), [
+    { id: 1, value: { name: 'one' } },
+    { id: 2, guest_error: 'no row 2' },
+    { id: 3, guest_error: `no answer in ${answers} for "ask" with vars {"id":3}` },
+  ]);
+
+  // 300 items through a window of 4, as items and as batches of 16: every one answered, none waited for hostCallTimeoutMs
+  const many = Array.from({ length: 300 }, (_, i) => `{"id":${i},"args":{"n":"x","i":${i}}}`).join('\n') + '\n';
+  for (const extra of [['--window', '4'], ['--batch', '16', '--window', '32']]) {
+    const m = await runCli(['stream', 'sql', '--serve-sql', answers, ...extra], { env, input: many, timeoutMs: 60_000 });
+    t.is(m.code, 0, m.stderr);
+    const out = m.stdout.trim().split('\n').map((l) => JSON.parse(l) as { id: number; value: unknown });
+    t.is(out.length, 300, extra.join(' '));
+    t.true(out.every((o) => o.value === 'matched'), extra.join(' '));
+    t.deepEqual(new Set(out.map((o) => o.id)).size, 300);
+  }
+  const metrics = await (await fetch(`http://${host.metricsServer!.address}/metrics`)).text();
+  // item 1 and the 600 rows; items 2 and 3 were answered with errors
+  t.regex(metrics, /^plughost_host_calls_total\{outcome="answered"\} 601$/m);
+  t.regex(metrics, /^plughost_host_calls_total\{outcome="error"\} 2$/m);
+  t.notRegex(metrics, /outcome="timeout"/, 'no host call waited out hostCallTimeoutMs behind items the server was not reading');
+  t.is(host.openStreams, 0);
+
+  writeFileSync(answers, '[{"query":"ask"}]');
+  const bad = await runCli(['stream', 'sql', '--serve-sql', answers], { env, input: '{"id":1}\n' });
+  t.is(bad.code, 1);
+  t.is(bad.stderr, `plughost: INVALID_ARGUMENT: --serve-sql ${answers}: 0: give "value" or "error", one of them (expected an array of {"query", "vars"?, "value" or "error"})\n`);
+});
+
 test('tokens add / ls / rm edit the token file, and the running server honours them within a second', async (t) => {
   const { host, files, env } = await setup(t);
   t.is((await runCli(['push', files.echo!, '--name', 'echo', '--version', '1.0.0'], { env })).code, 0);

@@ -11,6 +11,7 @@ import { inThreadGuest, mapKv, type BatchRow } from './helpers/in-thread.js';
 import { lmdbStore, tempDir } from './helpers/kv.js';
 import { ctx, manager } from './helpers/runtime.js';
 import { clients, push, startPlughost } from './helpers/service.js';
+import { Feed, answer, describe, item, options } from './helpers/stream.js';
 import type { RowOutcome } from '../src/runtime/runtime.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -31,8 +32,8 @@ test('text (AssemblyScript): similarity, distance, and a KV counter per tenant w
   const ex = exampleModules().find((e) => e.name === 'text')!;
   await push(admin, ex.name, ex.version, readFileSync(ex.wasm));
   const d = await admin.modules.describeModule({ module: 'text' });
-  t.deepEqual(d.functions.map((f) => f.name ?? '(default)'), ['(default)', 'similarity', 'distance', 'count', 'peek']);
-  t.deepEqual(d.functions.map((f) => f.writeable), [false, false, false, true, false]);
+  t.deepEqual(d.functions.map((f) => f.name ?? '(default)'), ['(default)', 'similarity', 'distance', 'count', 'peek', 'enrich']);
+  t.deepEqual(d.functions.map((f) => f.writeable), [false, false, false, true, false, false]);
   t.regex(d.functions[1]!.comment!, /Levenshtein/);
 
   const call = async (c: typeof admin, fn: string | undefined, args: string) => (await c.plugins.invoke({ module: 'text', function: fn, args: enc(args) })).result;
@@ -45,6 +46,36 @@ test('text (AssemblyScript): similarity, distance, and a KV counter per tenant w
   for (let i = 1; i <= 3; i++) t.is(dec((await call(admin, 'count', 'apple')).value as Uint8Array), String(i));
   t.is(dec((await call(other, 'count', 'apple')).value as Uint8Array), '1', 'another tenant has its own counters');
   t.is(dec((await call(admin, 'peek', 'apple')).value as Uint8Array), '3');
+});
+
+test('text enrich: a row enriched by the engine\'s answer over a Stream that serves sql; over Invoke the guest passes on the host\'s err', async (t) => {
+  const host = await startPlughost(t);
+  const c = clients(t, host.address, host.createdAdminToken);
+  const ex = exampleModules().find((e) => e.name === 'text')!;
+  await push(c, ex.name, ex.version, readFileSync(ex.wasm));
+  const invoked = await c.plugins.invoke({ module: 'text', function: 'enrich', args: enc('{"id":"tobie"}') });
+  t.is(invoked.result.case, 'guestError');
+  t.regex(invoked.result.value as string, /^sql is not available: only an engine that opened a Stream serving queries/);
+
+  const people: Record<string, string> = { tobie: '{"name":"Tobie","city":"London"}' };
+  const feed = new Feed();
+  feed.send(options({ module: 'text', function: 'enrich', serveSql: true }), item(1, { args: enc('{"id":"tobie","score":3}') }), item(2, { args: enc('{"id":"nobody"}') }));
+  const outcomes = new Map<bigint, string>();
+  const queries: string[] = [];
+  for await (const r of c.plugins.stream(feed)) {
+    const h = r.hostCall;
+    if (h) {
+      queries.push(h.query);
+      const id = (JSON.parse(dec(h.vars)) as { id: string }).id;
+      feed.send(answer(h.hostCallId, people[id] ? { ok: enc(people[id]) } : { error: `no person ${id}` }));
+    } else if (r.outcome) {
+      outcomes.set(r.id, describe(r.outcome));
+      if (outcomes.size === 2) feed.end();
+    }
+  }
+  t.deepEqual(queries, ['SELECT name, city FROM person WHERE id = $id', 'SELECT name, city FROM person WHERE id = $id']);
+  t.is(outcomes.get(1n), '{"row":{"id":"tobie","score":3},"person":{"name":"Tobie","city":"London"}}');
+  t.is(outcomes.get(2n), 'guest:no person nobody');
 });
 
 test('stats (C): Jaccard similarity, FNV-1a, and a KV counter', async (t) => {
@@ -81,14 +112,22 @@ test('stats compare composes both examples with run: its own Jaccard and text\'s
 });
 
 test('invoke-batch of both examples, called in-thread through jco: one result per row in row order, as invoke answers each row', async (t) => {
-  const text = await inThreadGuest(example('text'), mapKv());
+  // enrich's sql, answered here as a served stream would: the person of the row's id, or an err
+  const sql = (query: string, vars: Uint8Array) =>
+    query === 'SELECT name, city FROM person WHERE id = $id' && JSON.parse(dec(vars)).id === 'tobie' ? { tag: 'ok', val: enc('{"name":"Tobie"}') } : { tag: 'err', val: `no person in ${dec(vars)}` };
+  const text = await inThreadGuest(example('text'), { ...mapKv(), sql });
   const sim = ['kitten\nsitting', 'same\nsame', 'one line only', '\n'].map(enc);
   t.deepEqual(text.invokeBatch(undefined, sim).map(rowText), ['ok 0.571', 'ok 1.000', 'err similarity takes two lines of text: a, a newline, then b', 'ok 1.000']);
   t.deepEqual(text.invokeBatch('distance', ['flaw\nlawn', 'kitten\nsitting'].map(enc)).map(rowText), ['ok 2', 'ok 3']);
   t.deepEqual(text.invokeBatch('count', ['apple', 'apple', '', 'pear'].map(enc)).map(rowText), ['ok 1', 'ok 2', 'err count takes a word', 'ok 1'], 'a row sees the rows before it');
   t.deepEqual(text.invokeBatch('peek', ['apple'].map(enc)).map(rowText), ['ok 2']);
   t.deepEqual(text.invokeBatch('similarity', []), []);
-  t.deepEqual(text.invokeBatch('', [enc('a\nb')]).map(rowText), ['err no function ; try similarity, distance, count or peek'], 'an empty name (which jco passes unallocated) is only an unknown function');
+  t.deepEqual(text.invokeBatch('', [enc('a\nb')]).map(rowText), ['err no function ; try similarity, distance, count, peek or enrich'], 'an empty name (which jco passes unallocated) is only an unknown function');
+  t.deepEqual(text.invokeBatch('enrich', ['{"id":"tobie"}', '{"id":"x"}', ''].map(enc)).map(rowText), [
+    'ok {"row":{"id":"tobie"},"person":{"name":"Tobie"}}',
+    'err no person in {"id":"x"}',
+    'err enrich takes a row: a JSON object with an id',
+  ]);
   t.deepEqual([0, 1, 3].map((i) => dec(text.invoke(undefined, sim[i]!))), ['0.571', '1.000', '1.000']);
 
   const stats = await inThreadGuest(example('stats'), { ...mapKv(), run: () => ({ tag: 'err', val: 'no run in this thread' }) });

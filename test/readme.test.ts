@@ -1,8 +1,8 @@
-// The README's grpcurl session, run as written (shell and all) against `plughost serve` on
-// its first start, so the front door stays true. grpcurl itself is a Go binary that this
-// machine cannot install; test/helpers/grpcurl.ts stands in for it on PATH, doing what
-// grpcurl does: server reflection, proto3 JSON in and out.
-import test from 'ava';
+// The README's grpcurl session and its sql worked example, run as written (shell and all)
+// against `plughost serve` on its first start, so the front door stays true. grpcurl itself
+// is a Go binary that this machine cannot install; test/helpers/grpcurl.ts stands in for it
+// on PATH, doing what grpcurl does: server reflection, proto3 JSON in and out.
+import test, { type ExecutionContext } from 'ava';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,6 +13,7 @@ import { waitFor } from './helpers/wait.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const STAND_IN = fileURLToPath(new URL('./helpers/grpcurl.ts', import.meta.url));
+const CLI = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
 
 /** The first ```sh block after `heading`. */
 function shellBlock(markdown: string, heading: string): string {
@@ -23,8 +24,8 @@ function shellBlock(markdown: string, heading: string): string {
   return m[1]!;
 }
 
-test('the README\'s grpcurl session runs as written against a first start of plughost serve', async (t) => {
-  t.timeout(120_000);
+/** `plughost serve` on its first start (the examples pushed) in a temp dir, stopped when the test ends. */
+async function firstStart(t: ExecutionContext): Promise<{ dir: string; server: Awaited<ReturnType<typeof startServeProcess>> }> {
   const dir = tempDir(t);
   const server = await startServeProcess(join(dir, 'data'), {}, { examples: true });
   t.teardown(async () => {
@@ -32,6 +33,12 @@ test('the README\'s grpcurl session runs as written against a first start of plu
     await server.exited;
   });
   await waitFor(() => /example plugin pushed: text@/.test(server.stderr()), 30_000, 50);
+  return { dir, server };
+}
+
+test('the README\'s grpcurl session runs as written against a first start of plughost serve', async (t) => {
+  t.timeout(120_000);
+  const { dir, server } = await firstStart(t);
   t.truthy(server.token, 'the first start printed an admin token');
 
   writeFileSync(join(dir, 'grpcurl'), `#!/bin/sh\nexec "${process.execPath}" --import tsx "${STAND_IN}" "$@"\n`);
@@ -63,4 +70,20 @@ test('the README\'s grpcurl session runs as written against a first start of plu
   t.deepEqual(rowValues, itemValues, 'each row has the outcome its item had, in row order');
   t.regex(r.stdout, /"name": "echo",\s*"version": "1\.0\.0"/, 'PushModule answers with the pushed module');
   t.regex(r.stdout, /"created": true/);
+});
+
+test('the README\'s sql worked example runs as written: plughost stream --serve-sql answers the text example\'s enrich', async (t) => {
+  t.timeout(120_000);
+  const { dir, server } = await firstStart(t);
+  // the block runs in its own directory (it writes people.json there): tsx by its full address
+  writeFileSync(join(dir, 'plughost'), `#!/bin/sh\nexec "${process.execPath}" --import "${import.meta.resolve('tsx')}" "${CLI}" "$@"\n`);
+  chmodSync(join(dir, 'plughost'), 0o755);
+  const block = shellBlock(readFileSync(join(ROOT, 'README.md'), 'utf8'), '## Engines that answer sql');
+  t.regex(block, /^export PLUGHOST_TOKEN=ph_\S+/m);
+  const script = block.replace(/^export PLUGHOST_TOKEN=ph_\S+/m, `export PLUGHOST_TOKEN=${server.token}`);
+  const r = await runProcess('bash', ['-euo', 'pipefail', '-c', script], { cwd: dir, env: { ...process.env, PATH: `${dir}:${process.env.PATH}`, PLUGHOST_ADDRESS: server.address }, timeoutMs: 90_000 });
+  t.is(r.code, 0, r.stderr);
+  const claimed = [...block.matchAll(/^# -> (.*)$/gm)].map((m) => m[1]);
+  t.is(claimed.length, 2, 'the README shows both results');
+  t.deepEqual(r.stdout.trim().split('\n'), claimed, 'the output is what the README shows');
 });

@@ -37,6 +37,12 @@ function outcome(r: () => number): CallOutcome {
 function response(r: () => number): StreamResponse {
   const pick = <T>(a: readonly T[]): T => a[Math.floor(r() * a.length)]!;
   const hash = pick(['', `sha256:${'ab'.repeat(32)}`]);
+  const kind = r();
+  if (kind < 0.1) {
+    const vars = new Uint8Array(pick(SIZES)).fill(9);
+    return create(StreamResponseSchema, { hostCall: { hostCallId: pick(IDS), itemId: pick(IDS), query: pick(TEXTS), vars, timeoutMs: pick([0, 1, 127, 128, 2 ** 32 - 1]) } });
+  }
+  if (kind < 0.15) return create(StreamResponseSchema, { hostAnswerRefused: { hostCallId: pick(IDS), message: pick(TEXTS) } });
   if (r() < 0.4) return create(StreamResponseSchema, { id: pick(IDS), moduleHash: hash, outcome: r() < 0.9 ? outcome(r) : undefined });
   const rows = Math.floor(r() * 6);
   return create(StreamResponseSchema, {
@@ -51,7 +57,7 @@ function response(r: () => number): StreamResponse {
   });
 }
 
-test('the encoder gives the bytes toBinary gives: items, batches, failures, every id width, multi-byte lengths and text', (t) => {
+test('the encoder gives the bytes toBinary gives: items, batches, failures, host calls, refused answers, every id width, multi-byte lengths and text', (t) => {
   const r = random(14);
   let differ = 0;
   for (let i = 0; i < 2000; i++) {

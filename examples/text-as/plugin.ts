@@ -1,4 +1,5 @@
-// text: string similarity and a per-word counter kept in plughost's KV, in AssemblyScript.
+// text: string similarity, a per-word counter kept in plughost's KV, and a row enriched by a
+// query the engine answers, in AssemblyScript.
 // The canonical ABI is written by hand (see ../README.md): each export takes and returns
 // pointers into linear memory, and the host frees nothing of ours.
 //
@@ -7,6 +8,8 @@
 //   distance     "a\nb" -> Levenshtein edit distance, e.g. "3"
 //   count        "word" -> adds one to that word's counter in KV, returns the new count
 //   peek         "word" -> the word's count without changing it (read-only KV)
+//   enrich       '{"id":"tobie",...}' -> asks the engine that opened the Stream
+//                SELECT_PERSON with the row as its vars, returns {"row":<row>,"person":<answer>}
 // Each also takes many rows in one entry through invoke-batch (one result per row).
 
 // ---- host imports: plughost:plugin/host@0.1.0 ----
@@ -14,6 +17,8 @@
 declare function hostKvGet(keyPtr: usize, keyLen: usize, ret: usize): void;
 @external("plughost:plugin/host@0.1.0", "kv-set")
 declare function hostKvSet(keyPtr: usize, keyLen: usize, valPtr: usize, valLen: usize, ret: usize): void;
+@external("plughost:plugin/host@0.1.0", "sql")
+declare function hostSql(queryPtr: usize, queryLen: usize, varsPtr: usize, varsLen: usize, ret: usize): void;
 
 // ---- return areas: one for exports, one for imports (a call never nests them) ----
 const RET = memory.data(16);
@@ -93,7 +98,47 @@ function readCount(key: string): i64 {
   return n;
 }
 
+/** Calls a host import taking two strings' (ptr, len) and the import return area, with copies of `a` and `b` freed after. */
+function withTwoStrings(hostImport: (aPtr: usize, aLen: usize, bPtr: usize, bLen: usize, ret: usize) => void, a: string, b: string): void {
+  const ap = utf8(a);
+  const al = lastLen;
+  const bp = utf8(b);
+  hostImport(ap, al, bp, lastLen, IRET);
+  heap.free(ap);
+  heap.free(bp);
+}
+
+/** The query enrich asks; its vars are the row itself (JSON), so `$id` is the row's id. */
+const SELECT_PERSON = "SELECT name, city FROM person WHERE id = $id";
+
+/**
+ * sql(query, vars) -> result<list<u8>, string>: the engine's answer as text, or null with the
+ * engine's (or the host's) message in `sqlError`. The host allocates the answer's bytes with
+ * our cabi_realloc; they are ours to free.
+ */
+let sqlError: string = "";
+function askEngine(query: string, vars: string): string | null {
+  withTwoStrings(hostSql, query, vars);
+  const p = <usize>load<u32>(IRET, 4);
+  const n = <usize>load<u32>(IRET, 8);
+  const text = String.UTF8.decodeUnsafe(p, n);
+  // an answer (a list) is always allocated, even empty; an empty err string is not (see ../README.md)
+  const failed = load<u8>(IRET) != 0;
+  if (!failed || n) heap.free(p);
+  if (failed) {
+    sqlError = text;
+    return null;
+  }
+  return text;
+}
+
 function invokeText(fn: string, args: string): usize {
+  if (fn == "enrich") {
+    if (args.length == 0) return err("enrich takes a row: a JSON object with an id");
+    const answer = askEngine(SELECT_PERSON, args);
+    if (answer == null) return err(sqlError);
+    return ok('{"row":' + args + ',"person":' + (answer.length ? answer : "null") + "}");
+  }
   if (fn == "similarity" || fn == "distance") {
     const lines = twoLines(args);
     if (lines == null) return err(fn + " takes two lines of text: a, a newline, then b");
@@ -110,16 +155,11 @@ function invokeText(fn: string, args: string): usize {
     if (n < 0) return err(kvError);
     if (fn == "peek") return ok(n.toString());
     const next = (n + 1).toString();
-    const k = utf8(key);
-    const kl = lastLen;
-    const v = utf8(next);
-    hostKvSet(k, kl, v, lastLen, IRET);
-    heap.free(k);
-    heap.free(v);
+    withTwoStrings(hostKvSet, key, next);
     if (load<u8>(IRET)) return err(String.UTF8.decodeUnsafe(load<u32>(IRET, 4), load<u32>(IRET, 8)));
     return ok(next);
   }
-  return err("no function " + fn + "; try similarity, distance, count or peek");
+  return err("no function " + fn + "; try similarity, distance, count, peek or enrich");
 }
 
 /** The function's name (the default: similarity), its bytes freed. */
@@ -172,12 +212,13 @@ export function cabi_post_invoke_batch(ret: usize): void {
 }
 
 // ---- introspection: what `plughost describe` shows ----
-const NAMES: string[] = ["similarity", "distance", "count", "peek"];
+const NAMES: string[] = ["similarity", "distance", "count", "peek", "enrich"];
 const COMMENTS: string[] = [
   "Levenshtein similarity of two lines of text (1 - distance / longer length), as text with 3 decimals",
   "Levenshtein edit distance between two lines of text",
   "adds one to a word's counter, kept per tenant in plughost's KV",
   "a word's counter, without changing it",
+  "a row (JSON with an id) and the person the engine finds for its id, asked with sql over the engine's Stream (serve_sql)",
 ];
 
 function indexOfName(hasName: i32, namePtr: usize, nameLen: usize): i32 {
@@ -203,7 +244,7 @@ export function function_args(hasName: i32, namePtr: usize, nameLen: usize): usi
   if (i < 0) return err("no such function");
   const two = i < 2;
   const list = heap.alloc(two ? 32 : 16);
-  const pairs: string[] = two ? ["a", "string (first line)", "b", "string (second line)"] : ["word", "string"];
+  const pairs: string[] = two ? ["a", "string (first line)", "b", "string (second line)"] : i == 4 ? ["row", "JSON object with an id"] : ["word", "string"];
   for (let k = 0; k < pairs.length; k++) {
     const p = utf8(pairs[k]);
     store<u32>(list + 8 * k, <u32>p); store<u32>(list + 8 * k + 4, <u32>lastLen);
@@ -215,7 +256,7 @@ export function function_args(hasName: i32, namePtr: usize, nameLen: usize): usi
 export function function_returns(hasName: i32, namePtr: usize, nameLen: usize): usize {
   const i = indexOfName(hasName, namePtr, nameLen);
   if (i < 0) return err("no such function");
-  return ok(i == 0 ? "decimal text 0..1" : "decimal text");
+  return ok(i == 0 ? "decimal text 0..1" : i == 4 ? "JSON {\"row\": the row, \"person\": the engine's answer}" : "decimal text");
 }
 
 /** result<bool, string>: only count writes KV; peek gets read-only KV. */

@@ -2,11 +2,14 @@
 import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import { FailureKind, type CallFailure, type CallOutcome } from '../../gen/plughost/v1/outcome_pb.js';
-import type { StreamRequest } from '../../gen/plughost/v1/plugin_pb.js';
+import type { StreamRequest, StreamResponse } from '../../gen/plughost/v1/plugin_pb.js';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { StreamRequestSchema } from '../../gen/plughost/v1/plugin_pb.js';
 import { PlughostError } from '../errors.js';
 import type { Connection } from './client.js';
+import { WINDOW_HEADER } from '../service/stream-session.js';
+import { EngineSide } from './engine-side.js';
+import type { SqlAnswerer } from './sql-answers.js';
 import { bytesField, showBytes } from './values.js';
 
 /** Calls one function; a guest error is an answer, reported with exit code 3. */
@@ -57,6 +60,21 @@ function failureLine(id: bigint, f: CallFailure | undefined): { line: Record<str
   return { line: { id: Number(id), failure: FailureKind[f?.kind ?? FailureKind.UNSPECIFIED], code: f?.code ?? '', message: f?.message ?? 'no outcome' }, failed: true };
 }
 
+/** The NDJSON lines of one item's or batch's answer: one per item or row, with its id. */
+function resultLines(r: StreamResponse, sentRows: Map<bigint, number[]>): { line: Record<string, unknown>; failed: boolean }[] {
+  const b = r.batch;
+  if (!b) return [resultLine(r.id, r.outcome)];
+  let ids = b.ids;
+  if (ids.length === 0) {
+    const counts = sentRows.get(b.firstId) ?? [];
+    const n = counts.shift() ?? b.outcomes.length;
+    if (counts.length === 0) sentRows.delete(b.firstId);
+    ids = Array.from({ length: n }, (_, i) => b.firstId + BigInt(i));
+  }
+  // a batch refused as a whole: each of its rows failed so
+  return ids.map((id, i) => (b.failure ? failureLine(id, b.failure) : resultLine(id, b.outcomes[i])));
+}
+
 type Row = Extract<Item['kind'], { case: 'item' }>['value'];
 
 /**
@@ -83,14 +101,18 @@ async function* batches(items: AsyncIterable<Row>, size: number, sentRows: Map<b
 
 /**
  * Streams NDJSON items from `input` and writes one NDJSON result per item to `output`;
- * returns counts. With `batch`, up to that many consecutive items go in one message.
+ * returns counts. With `batch`, up to that many consecutive items go in one message. With
+ * `serveSql`, the CLI is the engine that answers its guests' sql (host calls): it keeps at
+ * most the window's rows unanswered, so its answers never queue behind items the server is
+ * not reading yet, and ends its side only once every item is answered.
  */
 export async function stream(
   c: Connection,
-  o: { module: string; fn?: string; window?: number; ordered: boolean; batch?: number },
+  o: { module: string; fn?: string; window?: number; ordered: boolean; batch?: number; serveSql?: SqlAnswerer },
   input: Readable,
   output: Writable,
   onBadLine: (message: string) => void,
+  onNotice: (message: string) => void = () => {},
 ): Promise<{ sent: number; answered: number; failed: number; badLines: number }> {
   let sent = 0;
   let badLines = 0;
@@ -115,31 +137,35 @@ export async function stream(
   // with batches and no window asked for: room for four batches (the server lowers it to its cap)
   const window = o.window ?? (o.batch ? 4 * o.batch : 0);
   async function* requests(): AsyncGenerator<Item> {
-    yield { kind: { case: 'options', value: { module: o.module, function: o.fn, window, ordered: o.ordered } } };
+    yield { kind: { case: 'options', value: { module: o.module, function: o.fn, window, ordered: o.ordered, serveSql: o.serveSql !== undefined } } };
     if (o.batch) yield* batches(items(), o.batch, sentRows);
     else for await (const value of items()) yield { kind: { case: 'item', value } };
   }
+  const engine = o.serveSql ? new EngineSide(requests(), window) : undefined;
   let answered = 0;
   let failed = 0;
-  for await (const r of c.plugins.stream(requests() as AsyncIterable<StreamRequest>, { ...c.callOptions })) {
-    const lines: { line: Record<string, unknown>; failed: boolean }[] = [];
-    if (r.batch) {
-      const b = r.batch;
-      let ids = b.ids;
-      if (ids.length === 0) {
-        const counts = sentRows.get(b.firstId) ?? [];
-        const n = counts.shift() ?? b.outcomes.length;
-        if (counts.length === 0) sentRows.delete(b.firstId);
-        ids = Array.from({ length: n }, (_, i) => b.firstId + BigInt(i));
+  const call = c.plugins.stream((engine?.requests ?? requests()) as AsyncIterable<StreamRequest>, { ...c.callOptions, onHeader: (h) => engine?.granted(Number(h.get(WINDOW_HEADER))) });
+  try {
+    for await (const r of call) {
+      if (r.hostCall) {
+        engine!.answer(r.hostCall.hostCallId, o.serveSql!(r.hostCall.query, r.hostCall.vars));
+        continue;
       }
-      // a batch refused as a whole: each of its rows failed so
-      ids.forEach((id, i) => lines.push(b.failure ? failureLine(id, b.failure) : resultLine(id, b.outcomes[i])));
-    } else lines.push(resultLine(r.id, r.outcome));
-    for (const { line, failed: f } of lines) {
-      answered++;
-      if (f) failed++;
-      if (!output.write(`${JSON.stringify(line)}\n`)) await new Promise((resolve) => output.once('drain', resolve));
+      if (r.hostAnswerRefused) {
+        onNotice(r.hostAnswerRefused.message);
+        continue;
+      }
+      const lines = resultLines(r, sentRows);
+      engine?.answered(lines.length);
+      for (const { line, failed: f } of lines) {
+        answered++;
+        if (f) failed++;
+        if (!output.write(`${JSON.stringify(line)}\n`)) await new Promise((resolve) => output.once('drain', resolve));
+      }
     }
+  } finally {
+    engine?.stop();
   }
+  engine?.rethrow();
   return { sent, answered, failed, badLines };
 }

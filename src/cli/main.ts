@@ -4,6 +4,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { describeError, connect, type Connection, type ConnectionOptions } from './client.js';
 import { invoke, stream } from './call-commands.js';
+import { loadAnswers } from './sql-answers.js';
 import { runLoad } from './load.js';
 import { describe, list, push, remove } from './module-commands.js';
 import { serve } from './serve.js';
@@ -101,13 +102,17 @@ clientCommand('stream')
   .option('--window <n>', 'rows in flight at once (server default when absent; with --batch, four batches)', positiveInt('--window'))
   .option('--ordered', 'results in input order (default: as they finish)', false)
   .option('--batch <n>', 'send up to n consecutive items for the same module and function as one batch message', positiveInt('--batch'))
-  .action((module: string, fn: string | undefined, o) =>
-    withConnection(o, async (c) => {
-      const r = await stream(c, { module, fn, window: o.window, ordered: o.ordered, batch: o.batch }, process.stdin, process.stdout, (m) => process.stderr.write(`plughost: ${m} (skipped)\n`));
+  .option('--serve-sql <file>', 'answer the guests\' sql as the engine, from a JSON array of {"query", "vars"?, "value" or "error"} (the first rule that matches)')
+  .action((module: string, fn: string | undefined, o) => {
+    // read and checked before connecting: a bad file is one error line, no stream opened
+    const serveSql = o.serveSql === undefined ? undefined : loadAnswers(o.serveSql);
+    return withConnection(o, async (c) => {
+      const say = (m: string) => process.stderr.write(`plughost: ${m}\n`);
+      const r = await stream(c, { module, fn, window: o.window, ordered: o.ordered, batch: o.batch, serveSql }, process.stdin, process.stdout, (m) => say(`${m} (skipped)`), say);
       process.stderr.write(`${r.answered} results for ${r.sent} items (${r.failed} failed)${r.badLines ? `; ${r.badLines} bad input lines skipped` : ''}\n`);
       return r.badLines > 0 || r.answered !== r.sent ? 1 : 0;
-    }),
-  );
+    });
+  });
 
 clientCommand('bench')
   .description('a bounded load against a running server: calls/s and latency')

@@ -55,7 +55,7 @@ async function runPart(rt: Runtime, services: CallServices, ctx: InvocationConte
     const sent = todo;
     let r;
     try {
-      r = await runRows(rt, services, ctx, { fn: 'invokeRows', name: part.name, rows: sent.map((i) => part.rows[i]!), entry: part.entry, resultBudget: budget });
+      r = await runRows(rt, services, ctx, { fn: 'invokeRows', name: part.name, rows: sent.map((i) => part.rows[i]!), entry: part.entry, resultBudget: budget, batchRows: sent });
     } catch (e) {
       // nothing of these rows ran (no controller, deadline, cancelled, a controller that cannot start)
       const failure = isPlughostError(e) ? e : new PlughostError('INTERNAL', messageOf(e), { cause: e });

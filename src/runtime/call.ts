@@ -77,6 +77,11 @@ export interface RowsJob {
   entry: boolean;
   /** Response bytes these rows' results may take together (what the batch's earlier rows left of the cap). */
   resultBudget: number | undefined;
+  /**
+   * Each row's index in its whole batch (a hand-off may be a split part, or the rows after a
+   * failed one), so a host call names the batch's row; absent: the hand-off is the batch.
+   */
+  batchRows?: readonly number[];
 }
 
 /** One row's result: what the guest returned, or why the row did not complete. */
@@ -257,7 +262,14 @@ class Call {
       const worker = c.worker;
       // a row's clock restarts per row: the worker publishes when its row started
       const endsAt = job.fn === 'invokeRows' && !job.entry ? () => Math.min(this.deadline, worker.runningSinceMs + limit) : () => Math.min(this.deadline, handedAt + budget);
-      const row = job.fn === 'invokeRows' ? () => (worker.runningRow >= 0 ? worker.runningRow : undefined) : () => undefined;
+      const batchRows = job.fn === 'invokeRows' ? job.batchRows : undefined;
+      const row =
+        job.fn === 'invokeRows'
+          ? () => {
+              const r = worker.runningRow;
+              return r < 0 ? undefined : batchRows ? batchRows[r] : r;
+            }
+          : () => undefined;
       // a retry starts a fresh tree too: what nested calls of the lost attempt held is let go
       this.tree?.close((id) => this.services.endBridgedCall(id));
       this.tree = rt.callsRun ? new CallTree(rt, scopeId(scope), () => this.unlock !== undefined) : undefined;

@@ -296,8 +296,9 @@ export class RuntimeManager implements PoolHost, CallServices, HostCallHandler, 
     const answer = call.ctx.sql;
     if (!answer) return { err: 'sql is not available: only an engine that opened a Stream serving queries (StreamOptions.serve_sql) answers sql; Invoke and other streams do not' };
     const [query, vars] = args as [string, Uint8Array];
-    const left = Math.floor(call.endsAt() - Date.now());
-    const timeoutMs = Math.min(this.options.hostCallTimeoutMs, Number.isNaN(left) ? Infinity : left);
+    // bounded by the call's own time too, ending a little before it: the guest gets err, not the watchdog's TIMEOUT
+    const left = call.endsAt() - Date.now();
+    const timeoutMs = Math.floor(Math.min(this.options.hostCallTimeoutMs, Number.isNaN(left) ? Infinity : left - Math.min(100, left / 10)));
     if (!(timeoutMs > 0)) return { err: 'sql: the call has no time left to wait for an answer' };
     const giveUp = new AbortController();
     const outer = call.ctx.signal;

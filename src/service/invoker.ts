@@ -4,7 +4,7 @@
 import type { Identity } from '../auth/identity.js';
 import { PlughostError, type ErrorCode } from '../errors.js';
 import type { ModuleRegistry } from '../registry/registry.js';
-import type { InvocationContext } from '../runtime/context.js';
+import type { InvocationContext, SqlAnswer, SqlRequest } from '../runtime/context.js';
 import type { RunTarget } from '../runtime/nested.js';
 import type { InvokeResult, RowOutcome, Runtime } from '../runtime/runtime.js';
 import type { Logger } from './logger.js';
@@ -21,6 +21,8 @@ export interface CallRequest {
   requestId?: string;
   /** Told the module's hash once it is resolved and the caller may invoke it (a Stream reports it with a failure too). */
   onResolved?: (hash: string) => void;
+  /** Answers the guest's `sql` (a Stream whose engine serves it); absent: `sql` returns err. */
+  sql?: (request: SqlRequest) => Promise<SqlAnswer>;
 }
 
 export interface BatchRequest {
@@ -34,6 +36,8 @@ export interface BatchRequest {
   signal?: AbortSignal;
   requestId?: string;
   onResolved?: (hash: string) => void;
+  /** Answers the guest's `sql`; `request.row` says which row asked. */
+  sql?: (request: SqlRequest) => Promise<SqlAnswer>;
 }
 
 export interface InvokerObservers {
@@ -170,9 +174,10 @@ export class Invoker {
     return { runtime, hash: resolved.hash, name: resolved.name };
   }
 
-  private contextOf(identity: Identity, moduleName: string, req: Pick<CallRequest, 'deadline' | 'signal' | 'requestId'>): InvocationContext {
+  private contextOf(identity: Identity, moduleName: string, req: Pick<CallRequest, 'deadline' | 'signal' | 'requestId' | 'sql'>): InvocationContext {
     return {
       resolveRun: (ref, fn) => this.runTarget(identity, ref, fn),
+      sql: req.sql,
       subject: identity.subject,
       tenant: identity.grant.tenant,
       kvAccess: identity.grant.kv,

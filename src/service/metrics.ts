@@ -6,6 +6,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import { PlughostError } from '../errors.js';
 import type { RuntimeManager, RuntimeObserver } from '../runtime/manager.js';
 import type { PoolStats } from '../runtime/runtime.js';
+import type { HostCallObserver } from './stream-host-calls.js';
 
 /** Distinct `function` label values kept per module; callers choose the names, so they are capped. */
 export const MAX_FUNCTION_LABELS = 64;
@@ -33,6 +34,23 @@ export class Metrics {
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
     registers: [this.registry],
   });
+  private readonly hostCalls = new Counter({
+    name: 'plughost_host_calls_total',
+    help: 'Guest sql calls sent to the engine on a Stream, by outcome: answered (ok), error (the engine answered an error), timeout (the guest stopped waiting: hostCallTimeoutMs, its call\'s time, or its call ended), engine_closed (the engine closed its side or the stream ended first); refused counts answers refused (unknown id, answered already, given up on)',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+  private readonly hostCallSeconds = new Histogram({
+    name: 'plughost_host_call_seconds',
+    help: 'Time from sending a guest\'s sql to the engine to its answer (answered or error)',
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+  /** Counts and times a Stream's host calls as they end (stream-host-calls.ts). */
+  readonly hostCallObserver: HostCallObserver = (outcome, seconds) => {
+    this.hostCalls.inc({ outcome });
+    if (seconds !== undefined) this.hostCallSeconds.observe(seconds);
+  };
   private readonly kvCommit = new Histogram({
     name: 'plughost_kv_commit_duration_seconds',
     help: 'Time for a call\'s KV writes to become durable (grouped commits)',

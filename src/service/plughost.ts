@@ -82,7 +82,7 @@ export class Plughost {
         services: [
           {
             desc: PluginService,
-            impl: pluginService({ tokens, invoker, stream: { ...config.stream, maxResponseBytes: config.grpc.maxSendMessageBytes }, sessions, inflight }),
+            impl: pluginService({ tokens, invoker, stream: { ...config.stream, maxResponseBytes: config.grpc.maxSendMessageBytes }, sessions, inflight, observeHostCall: metrics.hostCallObserver }),
             responseSerializers: { stream: encodeStreamResponse },
           },
           { desc: ModuleService, impl: moduleService({ tokens, registry, inflight, logger }) },

@@ -8,6 +8,7 @@ import type { Inflight } from './inflight.js';
 import { deadlineOf, type Invoker } from './invoker.js';
 import { requestIdOf } from './request-id.js';
 import { toServiceError } from './status.js';
+import type { HostCallObserver } from './stream-host-calls.js';
 import { StreamSession, type StreamLimits } from './stream-session.js';
 
 export interface PluginServiceDeps {
@@ -18,6 +19,8 @@ export interface PluginServiceDeps {
   sessions: Set<StreamSession>;
   /** Unary calls being served, so shutdown can drain them. */
   inflight: Inflight;
+  /** Counts and times the host calls of streams whose engine serves sql. */
+  observeHostCall?: HostCallObserver;
 }
 
 export function pluginService(deps: PluginServiceDeps): UntypedServiceImplementation {
@@ -59,7 +62,7 @@ export function pluginService(deps: PluginServiceDeps): UntypedServiceImplementa
       let session: StreamSession;
       try {
         deps.inflight.admit();
-        session = new StreamSession(call, authenticate(call.metadata, deps.tokens), deps.invoker, deps.stream, requestIdOf(call.metadata));
+        session = new StreamSession(call, authenticate(call.metadata, deps.tokens), deps.invoker, deps.stream, requestIdOf(call.metadata), deps.observeHostCall);
       } catch (e) {
         call.emit('error', toServiceError(e));
         return;

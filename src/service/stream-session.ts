@@ -4,6 +4,10 @@
 // Back-pressure both ways: the session stops pulling messages while the window is full, and a
 // row leaves the window only when its answer has left grpc-js for the connection, so results
 // the client has not read count too and memory stays bounded however fast it writes.
+// An engine that serves sql (StreamOptions.serve_sql) answers its guests' queries on the same
+// request stream (stream-host-calls.ts): while a guest waits for an answer, the session reads
+// on past a full window, holding up to another window of rows unstarted (at least
+// stream.defaultWindow's), so that an answer is not stuck behind items it will not read yet.
 import { create } from '@bufbuild/protobuf';
 import { Metadata, type ServerDuplexStream } from '@grpc/grpc-js';
 import { setMaxListeners } from 'node:events';
@@ -11,6 +15,7 @@ import { CallOutcomeSchema, type CallOutcome } from '../../gen/plughost/v1/outco
 import {
   StreamBatchResultSchema,
   StreamResponseSchema,
+  type HostAnswer,
   type StreamBatch,
   type StreamItem,
   type StreamRequest,
@@ -21,6 +26,7 @@ import { PlughostError } from '../errors.js';
 import { deadlineOf, type Invoker } from './invoker.js';
 import { toServiceError } from './status.js';
 import { IdsInFlight, type IdClaim } from './stream-ids.js';
+import { HostCalls, notServing, type HostCallObserver } from './stream-host-calls.js';
 import { answerableRows, batchEnvelopeBytes, failureOf, failureOutcome, fitOutcomes, outcomeOf, rowReserveBytes } from './stream-outcomes.js';
 
 /** The header (and trailer) that tells the client the window it was granted, in rows. */
@@ -57,6 +63,10 @@ export class StreamSession {
   private unanswered = 0;
   /** Read but not yet admitted: the window had no room (in arrival order). */
   private readonly waiting: Work[] = [];
+  /** The rows of `waiting`. */
+  private waitingRows = 0;
+  /** The guests' sql waiting for the engine's answers, when the options set serve_sql. */
+  private hostCalls: HostCalls | undefined;
   /** Admitted, in arrival order, for ordered streams. */
   private readonly queue: Slot[] = [];
   private readonly ids = new IdsInFlight();
@@ -76,6 +86,7 @@ export class StreamSession {
     private readonly invoker: Invoker,
     private readonly limits: StreamLimits,
     private readonly requestId: string,
+    private readonly observeHostCall?: HostCallObserver,
   ) {
     this.window = limits.defaultWindow;
     // every call in the window listens for the stream's cancellation
@@ -84,6 +95,8 @@ export class StreamSession {
     call.on('data', (req: StreamRequest) => this.onRequest(req));
     call.on('end', () => {
       this.clientDone = true;
+      // no answer can come any more; the items still running finish with what their guests make of that
+      this.hostCalls?.engineGone();
       this.maybeFinish();
     });
     call.on('drain', () => {
@@ -100,16 +113,20 @@ export class StreamSession {
     return this.open;
   }
 
-  /** Stops pulling messages, lets those admitted finish, then ends with UNAVAILABLE. */
+  /** Stops pulling items, lets those admitted finish (reading the engine's answers they wait for), then ends with UNAVAILABLE. */
   shutdown(): Promise<void> {
     this.stopping = true;
-    this.call.pause();
+    // pulls nothing more, unless a guest waits for the engine's answer
+    this.pump();
     this.maybeFinish();
     return this.done;
   }
 
   private onRequest(req: StreamRequest): void {
-    if (this.finished || this.stopping) return;
+    if (this.finished) return;
+    // shutting down: the items admitted still finish, and their guests may be waiting on answers
+    if (req.kind.case === 'hostAnswer') return this.onAnswer(req.kind.value);
+    if (this.stopping) return;
     const first = !this.started;
     this.started = true;
     if (req.kind.case === 'options') {
@@ -121,11 +138,34 @@ export class StreamSession {
       this.ordered = o.ordered;
     }
     if (first) this.call.sendMetadata(this.windowMetadata());
+    if (req.kind.case === 'options' && req.kind.value.serveSql) {
+      this.hostCalls = new HostCalls((hostCall) => this.sendAside(create(StreamResponseSchema, { hostCall })), () => this.pump(), this.observeHostCall);
+    }
     if (req.kind.case === 'item' || req.kind.case === 'batch') {
       this.waiting.push(req.kind);
+      this.waitingRows += rowsOf(req.kind);
       this.pump();
     } else if (req.kind.case !== 'options') {
-      this.fail(new PlughostError('INVALID_ARGUMENT', 'a stream message must carry options, an item or a batch'));
+      this.fail(new PlughostError('INVALID_ARGUMENT', 'a stream message must carry options, an item, a batch or a host answer'));
+    }
+  }
+
+  /** The engine's answer to a host call; one that is not taken is refused in-band and the stream goes on. */
+  private onAnswer(answer: HostAnswer): void {
+    if (!this.started) {
+      this.started = true;
+      this.call.sendMetadata(this.windowMetadata());
+    }
+    const refused = this.hostCalls ? this.hostCalls.answer(answer) : notServing(answer);
+    if (refused) this.sendAside(create(StreamResponseSchema, { hostAnswerRefused: refused }));
+  }
+
+  /** A response that answers no item (a host call, a refused answer): written at once, in the window of no row. */
+  private sendAside(response: StreamResponse): void {
+    if (this.finished || this.call.cancelled) return;
+    if (!this.call.write(response)) {
+      this.awaitingDrain = true;
+      this.call.pause();
     }
   }
 
@@ -141,9 +181,14 @@ export class StreamSession {
       const rows = rowsOf(this.waiting[0]!);
       // a batch bigger than the window runs when nothing else is in flight
       if (this.open > 0 && this.open + rows > this.window) break;
+      this.waitingRows -= rows;
       this.start(this.waiting.shift()!, rows);
     }
-    if (this.stopping || this.awaitingDrain || this.waiting.length > 0 || this.open >= this.window) this.call.pause();
+    const full = this.stopping || this.waiting.length > 0 || this.open >= this.window;
+    // answers come behind items on the one request stream: read on while a guest waits for one,
+    // holding up to a window of rows unstarted (at least the default window's, for small windows)
+    const readOn = (this.hostCalls?.outstanding ?? 0) > 0 && this.waitingRows < Math.max(this.window, this.limits.defaultWindow);
+    if (this.awaitingDrain || (full && !readOn)) this.call.pause();
     else this.call.resume();
   }
 
@@ -191,6 +236,7 @@ export class StreamSession {
         signal: this.abort.signal,
         requestId: `${this.requestId}/${item.id}`,
         onResolved: (hash) => (moduleHash = hash),
+        sql: this.hostCalls && ((req) => this.hostCalls!.ask(item.id, req)),
       });
       outcome = create(CallOutcomeSchema, { result: result.ok ? { case: 'value', value: result.value } : { case: 'guestError', value: result.guestError } });
     } catch (e) {
@@ -213,6 +259,8 @@ export class StreamSession {
         signal: this.abort.signal,
         requestId: `${this.requestId}/${batch.ids[0] ?? batch.firstId}`,
         onResolved: (hash) => (moduleHash = hash),
+        // a row's host calls name the row's id
+        sql: this.hostCalls && ((req) => this.hostCalls!.ask(rowId(batch, req.row ?? 0), req)),
         // the runtime refuses a row that would not fit before it commits, by the rule fitOutcomes keeps below
         resultBudget: { bytes: this.limits.maxResponseBytes - batchEnvelopeBytes(batch.ids.length), rowReserve: rowReserveBytes() },
       });
@@ -270,6 +318,7 @@ export class StreamSession {
   private fail(e: PlughostError): void {
     if (this.finished) return;
     this.finished = true;
+    this.hostCalls?.engineGone(`sql: the stream ended (${e.code}) before the engine answered`);
     this.abort.abort();
     this.call.pause();
     const error = toServiceError(e);
@@ -280,11 +329,20 @@ export class StreamSession {
 
   /** The client went away (also after it half-closed): stop what is still waiting for a controller. */
   private close(): void {
-    if (!this.finished) this.abort.abort();
+    const wasFinished = this.finished;
     this.finished = true;
     this.waiting.length = 0;
+    this.waitingRows = 0;
+    // before the abort, so that guests waiting on the engine are told the stream ended
+    this.hostCalls?.engineGone('sql: the stream ended before the engine answered');
+    if (!wasFinished) this.abort.abort();
     this.resolveDone();
   }
+}
+
+/** The id of a batch's row: `ids[row]`, or `first_id + row`. */
+function rowId(batch: StreamBatch, row: number): bigint {
+  return batch.ids.length > 0 ? batch.ids[row]! : batch.firstId + BigInt(row);
 }
 
 function rowsOf(work: Work): number {

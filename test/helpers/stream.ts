@@ -2,10 +2,16 @@
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { FailureKind, type CallFailure, type CallOutcome } from '../../gen/plughost/v1/outcome_pb.js';
 import type { StreamRequestSchema, StreamResponse } from '../../gen/plughost/v1/plugin_pb.js';
+import { RequestQueue } from '../../src/cli/request-queue.js';
 
 export type Req = MessageInitShape<typeof StreamRequestSchema>;
 
-export const options = (o: { module?: string; function?: string; window?: number; ordered?: boolean }): Req => ({ kind: { case: 'options', value: o } });
+export const options = (o: { module?: string; function?: string; window?: number; ordered?: boolean; serveSql?: boolean }): Req => ({ kind: { case: 'options', value: o } });
+
+/** The engine's answer to host call `id`: result bytes, or an error string. */
+export const answer = (id: bigint | number, a: { ok: Uint8Array } | { error: string } | Record<string, never>): Req => ({
+  kind: { case: 'hostAnswer', value: { hostCallId: BigInt(id), result: 'ok' in a ? { case: 'ok', value: a.ok } : 'error' in a ? { case: 'error', value: a.error } : { case: undefined } } },
+});
 
 export const item = (id: number, i: { module?: string; function?: string; args?: Uint8Array; timeoutMs?: number } = {}): Req => ({ kind: { case: 'item', value: { id: BigInt(id), ...i } } });
 
@@ -24,29 +30,7 @@ export async function collect(responses: AsyncIterable<StreamResponse>): Promise
 }
 
 /** Requests written as the test goes (`send`, then `end`), for a client that reacts to answers. */
-export class Feed implements AsyncIterable<Req> {
-  private readonly queue: Req[] = [];
-  private wake: (() => void) | undefined;
-  private ended = false;
-
-  send(...reqs: Req[]): void {
-    this.queue.push(...reqs);
-    this.wake?.();
-  }
-
-  end(): void {
-    this.ended = true;
-    this.wake?.();
-  }
-
-  async *[Symbol.asyncIterator](): AsyncGenerator<Req> {
-    for (;;) {
-      while (this.queue.length > 0) yield this.queue.shift()!;
-      if (this.ended) return;
-      await new Promise<void>((r) => (this.wake = r));
-    }
-  }
-}
+export class Feed extends RequestQueue<Req> {}
 
 /** An outcome as short text: the value (UTF-8), `guest:<message>`, or `<FailureKind>/<code>`. */
 export function describe(o: CallOutcome | undefined): string {

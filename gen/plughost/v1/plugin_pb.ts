@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file plughost/v1/plugin.proto.
  */
 export const file_plughost_v1_plugin: GenFile = /*@__PURE__*/
-  fileDesc("ChhwbHVnaG9zdC92MS9wbHVnaW4ucHJvdG8SC3BsdWdob3N0LnYxIlEKDUludm9rZVJlcXVlc3QSDgoGbW9kdWxlGAEgASgJEhUKCGZ1bmN0aW9uGAIgASgJSACIAQESDAoEYXJncxgDIAEoDEILCglfZnVuY3Rpb24iVwoOSW52b2tlUmVzcG9uc2USDwoFdmFsdWUYASABKAxIABIVCgtndWVzdF9lcnJvchgCIAEoCUgAEhMKC21vZHVsZV9oYXNoGAMgASgJQggKBnJlc3VsdCKaAQoNU3RyZWFtUmVxdWVzdBItCgdvcHRpb25zGAEgASgLMhoucGx1Z2hvc3QudjEuU3RyZWFtT3B0aW9uc0gAEicKBGl0ZW0YAiABKAsyFy5wbHVnaG9zdC52MS5TdHJlYW1JdGVtSAASKQoFYmF0Y2gYAyABKAsyGC5wbHVnaG9zdC52MS5TdHJlYW1CYXRjaEgAQgYKBGtpbmQiZAoNU3RyZWFtT3B0aW9ucxIOCgZtb2R1bGUYASABKAkSFQoIZnVuY3Rpb24YAiABKAlIAIgBARIOCgZ3aW5kb3cYAyABKA0SDwoHb3JkZXJlZBgEIAEoCEILCglfZnVuY3Rpb24ibgoKU3RyZWFtSXRlbRIKCgJpZBgBIAEoBBIOCgZtb2R1bGUYAiABKAkSFQoIZnVuY3Rpb24YAyABKAlIAIgBARIMCgRhcmdzGAQgASgMEhIKCnRpbWVvdXRfbXMYBSABKA1CCwoJX2Z1bmN0aW9uIoIBCgtTdHJlYW1CYXRjaBIQCghmaXJzdF9pZBgBIAEoBBILCgNpZHMYAiADKAQSDgoGbW9kdWxlGAMgASgJEhUKCGZ1bmN0aW9uGAQgASgJSACIAQESDAoEcm93cxgFIAMoDBISCgp0aW1lb3V0X21zGAYgASgNQgsKCV9mdW5jdGlvbiKLAQoOU3RyZWFtUmVzcG9uc2USCgoCaWQYASABKAQSKQoHb3V0Y29tZRgCIAEoCzIYLnBsdWdob3N0LnYxLkNhbGxPdXRjb21lEhMKC21vZHVsZV9oYXNoGAMgASgJEi0KBWJhdGNoGAQgASgLMh4ucGx1Z2hvc3QudjEuU3RyZWFtQmF0Y2hSZXN1bHQiiQEKEVN0cmVhbUJhdGNoUmVzdWx0EhAKCGZpcnN0X2lkGAEgASgEEgsKA2lkcxgCIAMoBBIqCghvdXRjb21lcxgDIAMoCzIYLnBsdWdob3N0LnYxLkNhbGxPdXRjb21lEikKB2ZhaWx1cmUYBCABKAsyGC5wbHVnaG9zdC52MS5DYWxsRmFpbHVyZTKZAQoNUGx1Z2luU2VydmljZRJBCgZJbnZva2USGi5wbHVnaG9zdC52MS5JbnZva2VSZXF1ZXN0GhsucGx1Z2hvc3QudjEuSW52b2tlUmVzcG9uc2USRQoGU3RyZWFtEhoucGx1Z2hvc3QudjEuU3RyZWFtUmVxdWVzdBobLnBsdWdob3N0LnYxLlN0cmVhbVJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_plughost_v1_outcome]);
+  fileDesc("ChhwbHVnaG9zdC92MS9wbHVnaW4ucHJvdG8SC3BsdWdob3N0LnYxIlEKDUludm9rZVJlcXVlc3QSDgoGbW9kdWxlGAEgASgJEhUKCGZ1bmN0aW9uGAIgASgJSACIAQESDAoEYXJncxgDIAEoDEILCglfZnVuY3Rpb24iVwoOSW52b2tlUmVzcG9uc2USDwoFdmFsdWUYASABKAxIABIVCgtndWVzdF9lcnJvchgCIAEoCUgAEhMKC21vZHVsZV9oYXNoGAMgASgJQggKBnJlc3VsdCLKAQoNU3RyZWFtUmVxdWVzdBItCgdvcHRpb25zGAEgASgLMhoucGx1Z2hvc3QudjEuU3RyZWFtT3B0aW9uc0gAEicKBGl0ZW0YAiABKAsyFy5wbHVnaG9zdC52MS5TdHJlYW1JdGVtSAASKQoFYmF0Y2gYAyABKAsyGC5wbHVnaG9zdC52MS5TdHJlYW1CYXRjaEgAEi4KC2hvc3RfYW5zd2VyGAQgASgLMhcucGx1Z2hvc3QudjEuSG9zdEFuc3dlckgAQgYKBGtpbmQidwoNU3RyZWFtT3B0aW9ucxIOCgZtb2R1bGUYASABKAkSFQoIZnVuY3Rpb24YAiABKAlIAIgBARIOCgZ3aW5kb3cYAyABKA0SDwoHb3JkZXJlZBgEIAEoCBIRCglzZXJ2ZV9zcWwYBSABKAhCCwoJX2Z1bmN0aW9uIm4KClN0cmVhbUl0ZW0SCgoCaWQYASABKAQSDgoGbW9kdWxlGAIgASgJEhUKCGZ1bmN0aW9uGAMgASgJSACIAQESDAoEYXJncxgEIAEoDBISCgp0aW1lb3V0X21zGAUgASgNQgsKCV9mdW5jdGlvbiKCAQoLU3RyZWFtQmF0Y2gSEAoIZmlyc3RfaWQYASABKAQSCwoDaWRzGAIgAygEEg4KBm1vZHVsZRgDIAEoCRIVCghmdW5jdGlvbhgEIAEoCUgAiAEBEgwKBHJvd3MYBSADKAwSEgoKdGltZW91dF9tcxgGIAEoDUILCglfZnVuY3Rpb24i8gEKDlN0cmVhbVJlc3BvbnNlEgoKAmlkGAEgASgEEikKB291dGNvbWUYAiABKAsyGC5wbHVnaG9zdC52MS5DYWxsT3V0Y29tZRITCgttb2R1bGVfaGFzaBgDIAEoCRItCgViYXRjaBgEIAEoCzIeLnBsdWdob3N0LnYxLlN0cmVhbUJhdGNoUmVzdWx0EigKCWhvc3RfY2FsbBgFIAEoCzIVLnBsdWdob3N0LnYxLkhvc3RDYWxsEjsKE2hvc3RfYW5zd2VyX3JlZnVzZWQYBiABKAsyHi5wbHVnaG9zdC52MS5Ib3N0QW5zd2VyUmVmdXNlZCJiCghIb3N0Q2FsbBIUCgxob3N0X2NhbGxfaWQYASABKAQSDwoHaXRlbV9pZBgCIAEoBBINCgVxdWVyeRgDIAEoCRIMCgR2YXJzGAQgASgMEhIKCnRpbWVvdXRfbXMYBSABKA0iSwoKSG9zdEFuc3dlchIUCgxob3N0X2NhbGxfaWQYASABKAQSDAoCb2sYAiABKAxIABIPCgVlcnJvchgDIAEoCUgAQggKBnJlc3VsdCI6ChFIb3N0QW5zd2VyUmVmdXNlZBIUCgxob3N0X2NhbGxfaWQYASABKAQSDwoHbWVzc2FnZRgCIAEoCSKJAQoRU3RyZWFtQmF0Y2hSZXN1bHQSEAoIZmlyc3RfaWQYASABKAQSCwoDaWRzGAIgAygEEioKCG91dGNvbWVzGAMgAygLMhgucGx1Z2hvc3QudjEuQ2FsbE91dGNvbWUSKQoHZmFpbHVyZRgEIAEoCzIYLnBsdWdob3N0LnYxLkNhbGxGYWlsdXJlMpkBCg1QbHVnaW5TZXJ2aWNlEkEKBkludm9rZRIaLnBsdWdob3N0LnYxLkludm9rZVJlcXVlc3QaGy5wbHVnaG9zdC52MS5JbnZva2VSZXNwb25zZRJFCgZTdHJlYW0SGi5wbHVnaG9zdC52MS5TdHJlYW1SZXF1ZXN0GhsucGx1Z2hvc3QudjEuU3RyZWFtUmVzcG9uc2UoATABYgZwcm90bzM", [file_plughost_v1_outcome]);
 
 /**
  * One call.
@@ -125,6 +125,14 @@ export type StreamRequest = Message<"plughost.v1.StreamRequest"> & {
      */
     value: StreamBatch;
     case: "batch";
+  } | {
+    /**
+     * The answer to a `host_call` this stream was sent (only where the options set `serve_sql`).
+     *
+     * @generated from field: plughost.v1.HostAnswer host_answer = 4;
+     */
+    value: HostAnswer;
+    case: "hostAnswer";
   } | { case: undefined; value?: undefined };
 };
 
@@ -171,6 +179,15 @@ export type StreamOptions = Message<"plughost.v1.StreamOptions"> & {
    * @generated from field: bool ordered = 4;
    */
   ordered: boolean;
+
+  /**
+   * When true, this client answers the queries its items' guests make (`sql` of the
+   * plughost:plugin/host interface): each comes to it as a `host_call` on the response stream,
+   * and it answers with a `host_answer`. When false, a guest's `sql` returns err at once.
+   *
+   * @generated from field: bool serve_sql = 5;
+   */
+  serveSql: boolean;
 };
 
 /**
@@ -325,6 +342,22 @@ export type StreamResponse = Message<"plughost.v1.StreamResponse"> & {
    * @generated from field: plughost.v1.StreamBatchResult batch = 4;
    */
   batch?: StreamBatchResult | undefined;
+
+  /**
+   * A query a guest is waiting on (only where the options set `serve_sql`); then `id`,
+   * `outcome` and `batch` are unset. Answer it with a `host_answer` naming its `host_call_id`.
+   *
+   * @generated from field: plughost.v1.HostCall host_call = 5;
+   */
+  hostCall?: HostCall | undefined;
+
+  /**
+   * A `host_answer` that was not taken (then `id`, `outcome` and `batch` are unset); the
+   * stream goes on and no item is affected.
+   *
+   * @generated from field: plughost.v1.HostAnswerRefused host_answer_refused = 6;
+   */
+  hostAnswerRefused?: HostAnswerRefused | undefined;
 };
 
 /**
@@ -333,6 +366,132 @@ export type StreamResponse = Message<"plughost.v1.StreamResponse"> & {
  */
 export const StreamResponseSchema: GenMessage<StreamResponse> = /*@__PURE__*/
   messageDesc(file_plughost_v1_plugin, 6);
+
+/**
+ * A guest's `sql(query, vars)`, asked of the engine that opened the stream. It is sent before
+ * the outcome of the item (or batch) whose guest asked, and the guest waits for the answer.
+ *
+ * @generated from message plughost.v1.HostCall
+ */
+export type HostCall = Message<"plughost.v1.HostCall"> & {
+  /**
+   * Unique on this stream; name it in the `host_answer`.
+   *
+   * @generated from field: uint64 host_call_id = 1;
+   */
+  hostCallId: bigint;
+
+  /**
+   * The id of the item whose guest asks, or of the batch row it was running (`first_id + row`,
+   * or `ids[row]`). A guest's `invoke-batch` entry runs many rows in one call: its host calls
+   * name the first row of the entry.
+   *
+   * @generated from field: uint64 item_id = 2;
+   */
+  itemId: bigint;
+
+  /**
+   * The guest's query text, unchanged.
+   *
+   * @generated from field: string query = 3;
+   */
+  query: string;
+
+  /**
+   * The guest's vars bytes, unchanged (their encoding is agreed between engine and plugin).
+   *
+   * @generated from field: bytes vars = 4;
+   */
+  vars: Uint8Array;
+
+  /**
+   * How long the guest waits for the answer, in milliseconds from when it asked: the lower of
+   * the server's `hostCallTimeoutMs` and what is left of its call's time. An answer after
+   * that is refused.
+   *
+   * @generated from field: uint32 timeout_ms = 5;
+   */
+  timeoutMs: number;
+};
+
+/**
+ * Describes the message plughost.v1.HostCall.
+ * Use `create(HostCallSchema)` to create a new message.
+ */
+export const HostCallSchema: GenMessage<HostCall> = /*@__PURE__*/
+  messageDesc(file_plughost_v1_plugin, 7);
+
+/**
+ * The engine's answer to one HostCall.
+ *
+ * @generated from message plughost.v1.HostAnswer
+ */
+export type HostAnswer = Message<"plughost.v1.HostAnswer"> & {
+  /**
+   * The `host_call_id` of the HostCall this answers.
+   *
+   * @generated from field: uint64 host_call_id = 1;
+   */
+  hostCallId: bigint;
+
+  /**
+   * @generated from oneof plughost.v1.HostAnswer.result
+   */
+  result: {
+    /**
+     * The query's result bytes: the guest's `sql` returns ok(ok).
+     *
+     * @generated from field: bytes ok = 2;
+     */
+    value: Uint8Array;
+    case: "ok";
+  } | {
+    /**
+     * The query failed: the guest's `sql` returns err(error).
+     *
+     * @generated from field: string error = 3;
+     */
+    value: string;
+    case: "error";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message plughost.v1.HostAnswer.
+ * Use `create(HostAnswerSchema)` to create a new message.
+ */
+export const HostAnswerSchema: GenMessage<HostAnswer> = /*@__PURE__*/
+  messageDesc(file_plughost_v1_plugin, 8);
+
+/**
+ * A HostAnswer that was not taken: no host call with its id is waiting (never sent on this
+ * stream, answered already, or its guest stopped waiting: a timeout or its call ended), or it
+ * has no result. The first answer to a host call stands.
+ *
+ * @generated from message plughost.v1.HostAnswerRefused
+ */
+export type HostAnswerRefused = Message<"plughost.v1.HostAnswerRefused"> & {
+  /**
+   * The `host_call_id` the refused answer named.
+   *
+   * @generated from field: uint64 host_call_id = 1;
+   */
+  hostCallId: bigint;
+
+  /**
+   * Why, in words.
+   *
+   * @generated from field: string message = 2;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message plughost.v1.HostAnswerRefused.
+ * Use `create(HostAnswerRefusedSchema)` to create a new message.
+ */
+export const HostAnswerRefusedSchema: GenMessage<HostAnswerRefused> = /*@__PURE__*/
+  messageDesc(file_plughost_v1_plugin, 9);
 
 /**
  * The answer to one StreamBatch.
@@ -375,7 +534,7 @@ export type StreamBatchResult = Message<"plughost.v1.StreamBatchResult"> & {
  * Use `create(StreamBatchResultSchema)` to create a new message.
  */
 export const StreamBatchResultSchema: GenMessage<StreamBatchResult> = /*@__PURE__*/
-  messageDesc(file_plughost_v1_plugin, 7);
+  messageDesc(file_plughost_v1_plugin, 10);
 
 /**
  * Calls functions of registered plugins. Every call runs under the caller's identity
@@ -398,7 +557,8 @@ export const PluginService: GenService<{
   },
   /**
    * Calls functions many times over one stream. The first message may be `options`;
-   * every later message is an `item` (one call) or a `batch` (many rows for one function).
+   * every later message is an `item` (one call), a `batch` (many rows for one function), or
+   * a `host_answer` (the engine's answer to a `host_call`, when the options set `serve_sql`).
    * Each item gets exactly one response carrying its id and its outcome; each batch gets
    * exactly one response carrying one outcome per row, in row order. Per-item and per-row
    * failures are in-band and never end the stream. The window granted is sent in the
