@@ -344,3 +344,14 @@ test('a guest\'s invoke-batch entry runs many rows in one call: its host calls n
   });
   t.deepEqual(seen.answers.get(40n)!.batch!.outcomes.map(describe), ['a@40', 'b@40', 'c@40']);
 });
+
+test("a call made with run asks the same engine: its sql names the item whose call made it", async (t) => {
+  const { c } = await setup(t);
+  await pushFixture(c, 'run', '1.0.0', 'front');
+  const seen = await engine(c, [options({ module: 'front', function: 'relay', serveSql: true }), item(7, { args: enc('sql||nested') })], 1, {
+    hostCall: (h, feed) => feed.send(answer(h.hostCallId, { ok: enc(`answer to ${dec(h.vars)} for item ${h.itemId}`) })),
+  });
+  t.is(seen.hostCalls.length, 1);
+  t.is(seen.hostCalls[0]!.itemId, 7n);
+  t.is(outcomeOf(seen, 7), 'answer to nested for item 7');
+});
