@@ -2,9 +2,9 @@
 // (no gRPC): the nested call runs in its caller's worker, under its caller's time, and its
 // writes are held and committed (or dropped) with the top-level call.
 import test, { type ExecutionContext } from 'ava';
-import { fixture, withCustomSection } from './fixtures/build.js';
+import { buildFixture, fixture, withCustomSection } from './fixtures/build.js';
 import { lmdbStore } from './helpers/kv.js';
-import { ctx, manager } from './helpers/runtime.js';
+import { ctx, manager, none } from './helpers/runtime.js';
 import { waitFor } from './helpers/wait.js';
 import type { RuntimeManagerOptions } from '../src/runtime/manager.js';
 import type { ModuleLimitsInput } from '../src/runtime/options.js';
@@ -120,15 +120,29 @@ test("a nested call inherits its caller's deadline", async (t) => {
   t.true(Date.now() - started < 30_000, 'not the callee\'s own minute');
 });
 
-test('nested increments from many concurrent calls are all counted: the callee scope is locked for the whole tree', async (t) => {
-  const { a, m } = await setup(t);
+test('a nested writer reads what was committed before it took its lock, not the snapshot its caller started with: no increment is lost', async (t) => {
+  const { a, b, m } = await setup(t);
   const counter = await m.load(await fixture('kv'), { name: 'counter' });
-  const calls = Array.from({ length: 24 }, () => a.invoke(ctx(), 'relay', enc(`${counter.hash}||`)));
-  const results = await Promise.all(calls);
-  t.true(results.every((r) => r.ok));
+  const budget = await m.load(await fixture('budget'), { name: 'budget' });
+  const tenths = (n: number) => String.fromCharCode(n, 0, 0, 0);
+  // the caller reads KV first (its snapshot), spends a while in budget, then increments the counter through run;
+  // meanwhile a direct increment of the counter commits. Five rounds: ten increments, none lost
+  const rounds = 5;
+  for (let i = 0; i < rounds; i++) {
+    const nested = a.invoke(ctx(), 'write-relay', enc(`${b.hash}|relay2|${budget.hash}||${tenths(2)};${counter.hash}|incr|`));
+    await new Promise((r) => setTimeout(r, 20));
+    const direct = await counter.invoke(ctx(), undefined, none);
+    t.true(direct.ok);
+    t.true((await nested).ok);
+  }
   const r = await counter.invoke(ctx(), 'get', enc('n'));
   t.true(r.ok);
-  if (r.ok) t.is(new DataView(r.value.buffer, r.value.byteOffset + 1).getUint32(0, true), 24);
+  if (r.ok) t.is(new DataView(r.value.buffer, r.value.byteOffset + 1).getUint32(0, true), 2 * rounds);
+  // and many at once, from two tenants' worth of callers and direct increments
+  const many = await Promise.all(Array.from({ length: 24 }, (_, i) => (i % 2 ? a.invoke(ctx(), 'relay', enc(`${counter.hash}||`)) : counter.invoke(ctx(), undefined, none))));
+  t.true(many.every((x) => x.ok));
+  const after = await counter.invoke(ctx(), 'get', enc('n'));
+  if (after.ok) t.is(new DataView(after.value.buffer, after.value.byteOffset + 1).getUint32(0, true), 2 * rounds + 24);
 });
 
 test('rows of a batch each make their own nested calls: each row commits its own tree, and a later row reads an earlier row\'s nested writes', async (t) => {
@@ -179,4 +193,58 @@ test('a nested call waiting for a controller stops waiting when its caller cance
   ac.abort();
   t.is(await waiting, 'err: run busy: the caller cancelled while waiting for a controller');
   t.is(((await spinning) as { code?: string }).code, 'TIMEOUT');
+});
+
+/** The run guest with a function-writeable export: yes only for `write-fail` (its name is 10 bytes starting with "w"), else no. */
+function writeableOnlyForWriteFail(): Promise<Uint8Array> {
+  return buildFixture('run', (wat) =>
+    wat.replace(
+      /\)\s*$/,
+      `  (func (export "function-writeable") (param $nd i32) (param $np i32) (param $nl i32) (result i32)
+    (i32.store8 (i32.const 16) (i32.const 0))
+    (i32.store8 (i32.const 20) (i32.and (i32.eq (local.get $nl) (i32.const 10)) (i32.eq (i32.load8_u (local.get $np)) (i32.const 119))))
+    (i32.const 16))
+)
+`,
+    ),
+  );
+}
+
+for (const kvInWorkers of [true, false]) {
+  const where = kvInWorkers ? 'KV in the workers' : 'KV over the bridge';
+  test(`${where}: a nested call of a function that says it does not write cannot write, the first time too`, async (t) => {
+    const { a, m } = await setup(t, { kvInWorkers });
+    const w = await m.load(await writeableOnlyForWriteFail(), { name: 'w' });
+    for (const key of ['k1', 'k2']) t.regex(await call(a, 'relay', `${w.hash}|write|${key}`), /^err: kvSet: KV write denied/);
+    t.is(await call(w, 'read', 'k1'), '(none)');
+  });
+
+  test(`${where}: a nested writer that fails after a reader of its scope leaves the tree able to read it`, async (t) => {
+    const { a, m } = await setup(t, { kvInWorkers });
+    const w = await m.load(await writeableOnlyForWriteFail(), { name: 'w' });
+    // w reads k (a reader's transaction), then through a, w's write-fail writes k and fails, then w reads k again
+    t.is(await call(w, 'relay2', `${w.hash}|read|k;${a.hash}|relay2|${w.hash}|write-fail|k;${w.hash}|read|k`), '(none)');
+  });
+
+  test(`${where}: rows of a batch that run other modules commit each row's nested writes`, async (t) => {
+    const { m, b } = await setup(t, { kvInWorkers });
+    // a router that imports run but no KV of its own
+    const router = await m.load(withCustomSection(await fixture('run'), 'router'), { name: 'router' });
+    const out = await router.invokeBatch(ctx(), 'relay', [`${b.hash}|write|r1`, `${b.hash}|write|r2`].map(enc));
+    t.true(out.every((o) => o.ok));
+    t.is(await call(b, 'read', 'r1'), 'w');
+    t.is(await call(b, 'read', 'r2'), 'w');
+  });
+}
+
+test("a nested call's log lines all arrive, as its own module's", async (t) => {
+  const lines: { module: string; message: string }[] = [];
+  const m = await manager(t, { guestLogLinesPerSecond: 1e6, guestLogBytesPerSecond: 1e9, onGuestLog: (e) => void lines.push({ module: e.module, message: e.message }) });
+  const a = await m.load(await fixture('run'), { name: 'a' });
+  const logger = await m.load(await fixture('logger'), { name: 'logger' });
+  const N = 200;
+  for (let i = 0; i < N; i++) t.is(await call(a, 'relay', `${logger.hash}||s${i}`, { kvAccess: 'none' }), `s${i}`);
+  await Promise.all(Array.from({ length: N }, (_, i) => call(a, 'relay', `${logger.hash}||c${i}`, { kvAccess: 'none' })));
+  t.is(lines.length, 2 * N);
+  t.true(lines.every((l) => l.module === 'logger'));
 });

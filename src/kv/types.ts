@@ -47,9 +47,9 @@ export interface KvTransaction {
   /**
    * Marks where the transaction stands; the function returned takes it back there (the
    * writes made since are forgotten). A call made with `run` that fails undoes its writes
-   * to a transaction of its caller's tree this way. Optional: without it they stay.
+   * to a transaction of its caller's tree this way.
    */
-  savepoint?(): () => void;
+  savepoint(): () => void;
 }
 
 export interface KvStore {

@@ -25,7 +25,8 @@ export async function runBatch(rt: Runtime, services: CallServices, ctx: Invocat
     rt.rememberWriteable(name, w.status === STATUS.OK && w.value === true);
   }
   const writer = ctx.kvAccess === 'write' && rt.writesKv && services.store !== undefined && rt.knownWriteable(name) !== false;
-  const parts = writer ? 1 : Math.max(1, Math.min(services.workerCount, rt.poolSize, Math.floor(rows.length / MIN_ROWS_PER_SPLIT)));
+  // rows that run other modules may write their scopes, whose locks a hand-off holds to its end: not split either
+  const parts = writer || rt.callsRun ? 1 : Math.max(1, Math.min(services.workerCount, rt.poolSize, Math.floor(rows.length / MIN_ROWS_PER_SPLIT)));
   const size = Math.ceil(rows.length / parts);
   const runs: Promise<void>[] = [];
   for (let from = 0; from < rows.length; from += size) {

@@ -57,6 +57,8 @@ export interface BridgedCall {
   tree?: CallTree;
   /** The call that made this one with run. */
   parent?: BridgedCall;
+  /** Aborted when the call ends (stops a sql it is waiting for). */
+  ended?: AbortController;
 }
 
 export type Job =
@@ -258,7 +260,8 @@ class Call {
       // host calls the main thread serves (log, sql, run, KV of a store the worker cannot read)
       // find the call by its id; a retry starts over with a fresh transaction
       this.bridged?.txn?.rollback();
-      const handedAt = Date.now();
+      // the watchdog's clock (worker-host.ts), so that a host call's wait and the call's limit agree
+      const handedAt = performance.timeOrigin + performance.now();
       const worker = c.worker;
       // a row's clock restarts per row: the worker publishes when its row started
       const endsAt = job.fn === 'invokeRows' && !job.entry ? () => Math.min(this.deadline, worker.runningSinceMs + limit) : () => Math.min(this.deadline, handedAt + budget);
@@ -342,6 +345,7 @@ class Call {
     const txn = this.bridged?.txn;
     const tree = this.tree;
     if (reply.status !== STATUS.OK) txn?.rollback();
+    let scopesWritten = 0;
     try {
       const t0 = performance.now();
       let wrote = false;
@@ -349,6 +353,7 @@ class Call {
         // its own writes, and those of the calls it made with run (held until now)
         const local = tree?.takeCommits(-1) ?? [];
         if (reply.commit) local.unshift({ scope, commit: reply.commit });
+        scopesWritten = local.length + (tree?.txns.size ?? 0);
         const landing = local.map((n) => store.commit(n.scope, n.commit));
         // transactions of a store the workers cannot read commit with their locks held
         if (txn) wrote = await txn.commit();
@@ -364,7 +369,9 @@ class Call {
       }
       if (wrote) this.services.committed((performance.now() - t0) / 1000);
     } catch (e) {
-      throw new PlughostError('UNAVAILABLE', `the call's KV writes could not be committed, and none was made: ${messageOf(e)}`, { cause: e });
+      // a tree that wrote several scopes commits each on its own (each all or nothing)
+      const what = scopesWritten > 1 ? 'some of them may have been made (each scope\'s writes are committed on their own)' : 'and none was made';
+      throw new PlughostError('UNAVAILABLE', `the call's KV writes could not all be committed, ${what}: ${messageOf(e)}`, { cause: e });
     }
     this.releaseLock();
     // what it read may be a commit still on its way to disk: answer only once that is durable
@@ -407,8 +414,8 @@ class Call {
           tooLarge = true;
           done[i] = { ok: false, failure: new PlughostError('RESULT_TOO_LARGE', NOT_COMMITTED) };
           total += rowCost(done[i]!, reserve);
-          // the rows after it read through its writes, which are not made: they run again
-          if (r.commit && !job.entry) {
+          // the rows after it read through its writes (and its nested calls'), which are not made: they run again
+          if ((r.commit || this.tree?.wrote(i)) && !job.entry) {
             done.length = i + 1;
             stopped = undefined;
             reply = { ...reply, status: STATUS.OK };

@@ -250,6 +250,8 @@ export class RuntimeManager implements PoolHost, CallServices, HostCallHandler, 
   }
 
   endBridgedCall(callId: number): void {
+    // a sql it is still waiting for (its worker was stopped, say) is given up now
+    this.bridged.get(callId)?.ended?.abort();
     this.bridged.delete(callId);
   }
 
@@ -268,6 +270,8 @@ export class RuntimeManager implements PoolHost, CallServices, HostCallHandler, 
       // the worker's side of `run` (worker/nested-run.ts): never a guest's own import
       case 'runBegin':
         return this.nested.begin(call, String(args[0]), args[1] === undefined ? undefined : String(args[1]));
+      case 'runWriteable':
+        return this.nested.writeable(call, args[0] === true);
       case 'runEnd':
         return this.nested.end(call, args[0] as number, args[1] as number, args[2] === true, args[3] as boolean | undefined, args[4] === true);
       case 'runCommits':
@@ -297,13 +301,15 @@ export class RuntimeManager implements PoolHost, CallServices, HostCallHandler, 
     if (!answer) return { err: 'sql is not available: only an engine that opened a Stream serving queries (StreamOptions.serve_sql) answers sql; Invoke and other streams do not' };
     const [query, vars] = args as [string, Uint8Array];
     // bounded by the call's own time too, ending a little before it: the guest gets err, not the watchdog's TIMEOUT
-    const left = call.endsAt() - Date.now();
+    const left = call.endsAt() - (performance.timeOrigin + performance.now());
     const timeoutMs = Math.floor(Math.min(this.options.hostCallTimeoutMs, Number.isNaN(left) ? Infinity : left - Math.min(100, left / 10)));
     if (!(timeoutMs > 0)) return { err: 'sql: the call has no time left to wait for an answer' };
     const giveUp = new AbortController();
     const outer = call.ctx.signal;
     const onAbort = () => giveUp.abort();
     outer?.addEventListener('abort', onAbort, { once: true });
+    // the call may end without the guest giving up (its worker stopped): then so does the wait
+    call.ended = giveUp;
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<{ err: string }>((resolve) => {
       timer = setTimeout(() => resolve({ err: `sql got no answer from the engine within ${timeoutMs} ms` }), timeoutMs);

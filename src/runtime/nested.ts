@@ -13,6 +13,7 @@ import type { BridgedCall } from './call.js';
 import type { Controller } from './controller.js';
 import type { ControlMessage } from './protocol.js';
 import type { Runtime } from './runtime.js';
+import type { NestedLimit } from './worker-host.js';
 import { FLAG, STATUS } from './shared/wire.js';
 
 /** What a `run` reference resolved to, under the caller's identity. */
@@ -40,6 +41,11 @@ export interface RunPlan {
   overlay: [Uint8Array, Uint8Array | null][] | undefined;
   /** Ask the guest's function-writeable first (write access, answer not cached yet). */
   checkWriteable: boolean;
+  /**
+   * The scope's write lock was taken just now, mid-call: the worker's read snapshot may
+   * predate commits that landed before it, so the worker takes a fresh one.
+   */
+  freshRead: boolean;
 }
 
 interface OpenNested {
@@ -50,7 +56,18 @@ interface OpenNested {
   target: RunTarget;
   fn: string | undefined;
   startedAt: number;
+  /** Its limit on the watchdog of its worker. */
+  limit: NestedLimit;
+  /** Its bridged call, whose access waits for function-writeable's answer. */
+  bridged: BridgedCall;
+  /** The access it was planned with (before function-writeable's answer). */
+  access: KvAccess;
+  /** Its module was sent to the worker with the plan: loaded there once the worker says it ended. */
+  sentLoad: boolean;
 }
+
+/** Epoch ms on the clock the watchdog keeps (worker-host.ts). */
+const now = () => performance.timeOrigin + performance.now();
 
 /**
  * A top-level call and every call made under it with `run`: what they hold (permits,
@@ -68,9 +85,15 @@ export class CallTree {
    * call's own among them), shared by every call of the tree on that scope, by scope id.
    */
   readonly txns = new Map<string, { txn: KvTransaction; access: KvAccess }>();
+  /** Readers' transactions a writer took the place of: kept open (a failed writer puts one back) until the tree closes. */
+  private readonly retired: KvTransaction[] = [];
   /** A nested call read committed data (the answer then waits until it is durable). */
   didRead = false;
   readonly open = new Map<number, OpenNested>();
+  /** Bridged calls of nested calls that ended: kept until the tree closes (their log lines may still be on the way). */
+  readonly ended: number[] = [];
+  /** The top-level call is over: nothing may be taken for the tree any more. */
+  closed = false;
 
   constructor(
     /** The top-level call's module: the call holds one of its permits. */
@@ -89,16 +112,25 @@ export class CallTree {
     return mine;
   }
 
-  /** The tree is over (committed, or failed): roll back what is left, free what it holds. */
+  /** Whether nested calls of `row` wrote anything. */
+  wrote(row: number): boolean {
+    return this.commits.some((c) => c.row === row);
+  }
+
+  /** The tree is over (committed, or failed): roll back what is left, free what it holds. Idempotent. */
   close(endBridged: (callId: number) => void): void {
+    this.closed = true;
     for (const [callId, o] of this.open) {
       o.runtime.pool.drop(o.controller, 'other');
+      o.controller.worker.leaveNested(o.limit);
       endBridged(callId);
     }
     this.open.clear();
+    for (const callId of this.ended.splice(0)) endBridged(callId);
     this.held.clear();
     for (const { txn } of this.txns.values()) txn.rollback();
     this.txns.clear();
+    for (const t of this.retired.splice(0)) t.rollback();
     this.commits.length = 0;
     this.releaseLocks();
   }
@@ -107,12 +139,9 @@ export class CallTree {
   txnFor(store: KvStore, scope: KvScope, access: KvAccess, limits: KvLimits, lockHeld: boolean): KvTransaction {
     const id = scopeId(scope);
     let e = this.txns.get(id);
-    // one opened by readers wrote nothing: a writer replaces it with one that may write
+    // one opened by readers wrote nothing: a writer takes its place with one that may write
     if (!e || (access === 'write' && e.access !== 'write')) {
-      if (e) {
-        this.didRead ||= e.txn.didRead;
-        e.txn.rollback();
-      }
+      if (e) this.retired.push(e.txn);
       e = { txn: store.begin(scope, access, limits, { lockHeld }), access };
       this.txns.set(id, e);
     }
@@ -121,13 +150,13 @@ export class CallTree {
 
   /** Where the tree's transactions stand, to take them back to when a nested call fails. */
   savepoint(): () => void {
-    const before = new Map([...this.txns].map(([id, e]) => [id, { e, back: e.txn.savepoint?.() }]));
+    const before = new Map([...this.txns].map(([id, e]) => [id, { e, back: e.txn.savepoint() }]));
     return () => {
-      for (const [id, e] of this.txns) {
+      for (const [id, e] of [...this.txns]) {
         const was = before.get(id);
-        if (was?.e === e) was.back?.();
+        if (was?.e === e) was.back();
         else {
-          // opened (or reopened for a writer) by the failed call: nothing of it stays
+          // opened (or opened anew for a writer) by the failed call: nothing of it stays
           this.didRead ||= e.txn.didRead;
           e.txn.rollback();
           if (was) this.txns.set(id, was.e);
@@ -167,29 +196,38 @@ export class NestedCalls {
     const tree = call.tree;
     const ctx = call.ctx;
     const depth = call.depth + 1;
-    if (!tree) return { err: `run ${ref}: this call cannot make nested calls` };
+    if (!tree || tree.closed) return { err: `run ${ref}: this call cannot make nested calls` };
     if (depth > this.host.maxRunDepth) return { err: `run ${ref}: the chain of calls would be ${depth} deep, past maxRunDepth (${this.host.maxRunDepth})` };
     if (ctx.signal?.aborted) return { err: `run ${ref}: the caller cancelled` };
     const endsAt = call.endsAt();
     // waiting (to resolve, for a controller, for a lock) is bounded like any host call
-    const waitUntil = Math.min(endsAt, Date.now() + this.host.hostCallTimeoutMs);
-    if (waitUntil <= Date.now()) return { err: `run ${ref}: the call has no time left` };
+    const waitUntil = Math.min(endsAt, now() + this.host.hostCallTimeoutMs);
+    if (waitUntil <= now()) return { err: `run ${ref}: the call has no time left` };
     let target: RunTarget;
     try {
-      target = await within(ctx.resolveRun ? ctx.resolveRun(ref, fn) : Promise.resolve(this.loaded(ref, ctx.kvAccess)), waitUntil - Date.now(), `resolving ${ref}`);
+      target = await within(ctx.resolveRun ? ctx.resolveRun(ref, fn) : Promise.resolve(this.loaded(ref, ctx.kvAccess)), waitUntil - now(), `resolving ${ref}`, ctx.signal);
     } catch (e) {
       return { err: `run ${ref}: ${messageOf(e)}` };
     }
     const rt = target.runtime;
     const name = target.moduleName;
+    const failed = (code: string, e: unknown): Answer => {
+      target.finished?.(code, (performance.now() - startedAt) / 1000);
+      return { err: `run ${name}: ${messageOf(e)}` };
+    };
+    if (tree.closed) return failed('CANCELLED', 'the call that made it is over');
     const held = tree.held.get(rt) ?? 0;
     let controller: Controller;
     try {
       if (rt.closed) throw new PlughostError('UNAVAILABLE', 'the module is being unloaded');
-      controller = await rt.pool.acquireOn(call.worker, held, waitUntil, ctx.signal, this.host.acquireTimeoutMs);
+      controller = await rt.pool.acquireOn(call.worker, held, Date.now() + (waitUntil - now()), ctx.signal, this.host.acquireTimeoutMs);
     } catch (e) {
-      target.finished?.(e instanceof PlughostError ? e.code : 'INTERNAL', (performance.now() - startedAt) / 1000);
-      return { err: `run ${name}: ${messageOf(e)}` };
+      return failed(e instanceof PlughostError ? e.code : 'INTERNAL', e);
+    }
+    // the call that made it may have ended while it waited: then nothing is taken for it
+    if (tree.closed) {
+      rt.pool.release(controller);
+      return failed('CANCELLED', 'the call that made it is over');
     }
     tree.held.set(rt, held + 1);
     const scope: KvScope = { tenant: ctx.tenant, module: name };
@@ -197,30 +235,42 @@ export class NestedCalls {
     let access: KvAccess = store && rt.usesKv ? target.kvAccess : 'none';
     if (access === 'write' && (!rt.writesKv || rt.knownWriteable(fn) === false)) access = 'read';
     let overlay: [Uint8Array, Uint8Array | null][] | undefined;
+    let freshRead = false;
     if (access === 'write') {
       const id = scopeId(scope);
       // a chain never waits for a lock it holds itself
       if (!(id === tree.topScope && tree.topLocked()) && !tree.locks.has(id)) {
+        let unlock: () => void;
         try {
-          tree.locks.set(id, await store!.lockScope(scope, Math.max(0, waitUntil - Date.now())));
+          unlock = await within(store!.lockScope(scope, Math.max(0, waitUntil - now())), waitUntil - now() + 1000, `the write lock of ${name}`, ctx.signal, (late) => late());
         } catch (e) {
           this.settle(tree, rt, controller, STATUS.OK);
-          target.finished?.('POOL_EXHAUSTED', (performance.now() - startedAt) / 1000);
-          return { err: `run ${name}: ${messageOf(e)} (tenant ${scope.tenant}, module ${name})` };
+          return failed('POOL_EXHAUSTED', `${messageOf(e)} (tenant ${scope.tenant}, module ${name})`);
         }
-        if (this.host.kvInWorkers) overlay = store!.overlayOf?.(scope);
+        if (tree.closed) {
+          unlock();
+          this.settle(tree, rt, controller, STATUS.OK);
+          return failed('CANCELLED', 'the call that made it is over');
+        }
+        tree.locks.set(id, unlock);
+        if (this.host.kvInWorkers) {
+          overlay = store!.overlayOf?.(scope);
+          freshRead = true;
+        }
       }
     }
     const worker = call.worker;
+    // sent with the plan until the worker says it ran the call (then it surely has the module)
     const load = worker.loaded.has(rt.moduleId) ? undefined : rt.loadMessage();
-    if (load) worker.loaded.add(rt.moduleId);
     // its own limit, within what is left of its caller's
-    const ownEnd = Date.now() + rt.limits.maxExecutionMs;
+    const ownEnd = now() + rt.limits.maxExecutionMs;
     const runsUntil = Math.min(endsAt, ownEnd);
+    const checkWriteable = access === 'write' && rt.knownWriteable(fn) === undefined && rt.component.exports.has('functionWriteable');
     const nested: BridgedCall = {
       ctx: { ...ctx, moduleName: name, kvAccess: target.kvAccess },
       runtime: rt,
-      access,
+      // over the bridge a call may write only once its function-writeable said yes (runWriteable)
+      access: checkWriteable && !this.host.kvInWorkers ? 'read' : access,
       scope,
       lockHeld: access === 'write',
       worker,
@@ -231,44 +281,44 @@ export class NestedCalls {
       endsAt: () => runsUntil,
     };
     const callId = this.host.beginBridgedCall(nested);
-    tree.open.set(callId, { undo: tree.savepoint(), runtime: rt, controller, target, fn, startedAt });
-    worker.enterNested(runsUntil, ownEnd <= endsAt ? `the time limit of ${name} (${rt.limits.maxExecutionMs} ms)` : "what was left of its caller's time limit");
+    const limit = worker.enterNested(runsUntil, ownEnd <= endsAt ? `the time limit of ${name} (${rt.limits.maxExecutionMs} ms)` : "what was left of its caller's time limit");
+    tree.open.set(callId, { undo: tree.savepoint(), runtime: rt, controller, target, fn, startedAt, limit, bridged: nested, access, sentLoad: load !== undefined });
     let flags = controller.started ? 0 : FLAG.CREATE | (rt.component.exports.has('init') ? FLAG.INIT : 0);
     if (access !== 'none') {
       flags |= access === 'write' ? FLAG.KV_WRITE | FLAG.KV_READ : FLAG.KV_READ;
       if (this.host.kvInWorkers) flags |= FLAG.KV_LOCAL;
     }
-    const plan: RunPlan = {
-      callId,
-      controllerId: controller.id,
-      moduleId: rt.moduleId,
-      load,
-      flags,
-      tenant: scope.tenant,
-      kvModule: name,
-      overlay,
-      checkWriteable: access === 'write' && rt.knownWriteable(fn) === undefined && rt.component.exports.has('functionWriteable'),
-    };
+    const plan: RunPlan = { callId, controllerId: controller.id, moduleId: rt.moduleId, load, flags, tenant: scope.tenant, kvModule: name, overlay, checkWriteable, freshRead };
     return { ok: plan };
   }
 
+  /** `runWriteable`: the nested call's function-writeable answered (posted before any KV operation of it). */
+  writeable(nested: BridgedCall, writeable: boolean): Answer {
+    const open = nested.tree?.open.get(this.callIdOf(nested));
+    if (!open) return { ok: undefined };
+    open.runtime.rememberWriteable(open.fn, writeable);
+    nested.access = writeable ? open.access : 'read';
+    return { ok: undefined };
+  }
+
   /**
-   * `runEnd`: the worker finished a nested call (`status`: a wire STATUS). Its controller
-   * goes back to the pool or is dropped; a bridged transaction of its waits for the tree.
+   * `runEnd` (posted by the worker, served before its caller's reply): the nested call is
+   * over (`status`: a wire STATUS). Its controller goes back to the pool or is dropped; when
+   * it failed, the tree's transactions go back to where they stood when it began.
    */
   end(call: BridgedCall, callId: number, status: number, created: boolean, writeable: boolean | undefined, didRead: boolean): Answer {
     const tree = call.tree;
     const open = tree?.open.get(callId);
     if (!tree || !open) return { ok: undefined };
     tree.open.delete(callId);
-    call.worker.leaveNested();
+    tree.ended.push(callId);
     const { runtime: rt, controller, target } = open;
+    controller.worker.leaveNested(open.limit);
+    if (open.sentLoad) controller.worker.loaded.add(rt.moduleId);
     if (created) rt.pool.started(controller);
     if (writeable !== undefined) rt.rememberWriteable(open.fn, writeable);
     if (didRead) tree.didRead = true;
     this.settle(tree, rt, controller, status);
-    this.host.endBridgedCall(callId);
-    // a nested call that failed leaves nothing in the tree's transactions
     if (status !== STATUS.OK) open.undo();
     const outcome = status === STATUS.OK ? 'ok' : status === STATUS.GUEST_ERROR ? 'guest_error' : status === STATUS.INIT_FAILED ? 'INIT_FAILED' : status === STATUS.MEMORY ? 'MEMORY_LIMIT' : 'TRAP';
     target.finished?.(outcome, (performance.now() - open.startedAt) / 1000);
@@ -278,12 +328,17 @@ export class NestedCalls {
   /** `runCommits`: the local-store writes nested calls made to other scopes, for the top-level call (or its row) to commit. */
   commits(call: BridgedCall, row: number, records: { tenant: string; module: string; commit: KvCommit }[]): Answer {
     const tree = call.tree;
-    if (!tree) return { ok: undefined };
+    if (!tree || tree.closed) return { err: 'the call that made these writes is over' };
     for (const r of records) {
       const writes = r.commit.writes.map(([k, v]): [Buffer, Uint8Array | null] => [Buffer.from(k.buffer, k.byteOffset, k.byteLength), v]);
       tree.commits.push({ row, scope: { tenant: r.tenant, module: r.module }, commit: { ...r.commit, writes } });
     }
     return { ok: undefined };
+  }
+
+  private callIdOf(nested: BridgedCall): number {
+    for (const [id, o] of nested.tree?.open ?? []) if (o.bridged === nested) return id;
+    return 0;
   }
 
   private settle(tree: CallTree, rt: Runtime, c: Controller, status: number): void {
@@ -302,12 +357,33 @@ export class NestedCalls {
   }
 }
 
-/** `p`, or a TIMEOUT error once `ms` have passed. */
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+/**
+ * `p`, or a TIMEOUT error once `ms` have passed, or CANCELLED when `signal` aborts. A value
+ * that comes after either is given to `late` (a lock granted after all, to release).
+ */
+async function within<T>(p: Promise<T>, ms: number, what: string, signal?: AbortSignal, late?: (v: T) => void): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
+  let onAbort: (() => void) | undefined;
+  let gaveUp = false;
   try {
-    return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new PlughostError('TIMEOUT', `${what} took longer than the ${Math.round(ms)} ms left to wait`)), ms)))]);
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        const stop = (e: PlughostError) => {
+          gaveUp = true;
+          reject(e);
+        };
+        timer = setTimeout(() => stop(new PlughostError('TIMEOUT', `${what} took longer than the ${Math.round(ms)} ms left to wait`)), Math.max(0, ms));
+        if (signal) {
+          onAbort = () => stop(new PlughostError('CANCELLED', `the caller cancelled while waiting for ${what}`));
+          if (signal.aborted) onAbort();
+          else signal.addEventListener('abort', onAbort, { once: true });
+        }
+      }),
+    ]);
   } finally {
     clearTimeout(timer);
+    if (onAbort) signal!.removeEventListener('abort', onAbort);
+    if (gaveUp && late) p.then(late, () => {});
   }
 }

@@ -89,8 +89,8 @@ export class Runtime {
    * unless the module exports `invoke-batch`: then one entry takes the rows (see batch.ts).
    */
   invokeBatch(ctx: InvocationContext, fn: string | undefined, rows: readonly Uint8Array[]): Promise<RowOutcome[]> {
-    if (!(this.usesKv && !this.services.kvInWorkers)) return this.track(() => runBatch(this, this.services, ctx, fn, rows));
-    // KV the workers cannot read goes over the bridge, one transaction per call: so one call per row
+    if (!((this.usesKv || this.callsRun) && !this.services.kvInWorkers)) return this.track(() => runBatch(this, this.services, ctx, fn, rows));
+    // KV the workers cannot read goes over the bridge, one transaction (a call tree's, with run) per call: so one call per row
     return this.track(() =>
       Promise.all(
         rows.map((args) =>

@@ -72,6 +72,13 @@ export function rowsProgressOf(e: unknown): RowsProgress | undefined {
   return e instanceof Error && 'rowsDone' in e ? (e as Error & RowsProgress) : undefined;
 }
 
+/** The limit of a call made with run, inside the call `seq`. */
+export interface NestedLimit {
+  seq: number;
+  until: number;
+  limitText: string;
+}
+
 interface Pending {
   seq: number;
   /** Taken back before the worker started it (its WITHDRAWN reply is still to come). */
@@ -176,8 +183,8 @@ export class WorkerHost {
   private pumping = false;
   private flushing = false;
   private watchdog: NodeJS.Timeout | undefined;
-  /** Calls made with `run` that the running call is waiting for, innermost last: each has a limit of its own. */
-  private readonly nested: { until: number; limitText: string }[] = [];
+  /** Calls made with `run` whose ends are not served yet, innermost last, with the seq of the call that made them: each has a limit of its own. */
+  private nested: NestedLimit[] = [];
   private moveTimer: NodeJS.Timeout | undefined;
   private wakeScheduled = false;
   private watchdogAt = Infinity;
@@ -323,13 +330,16 @@ export class WorkerHost {
    * The running call entered a call of another module with `run` (which runs in this
    * worker, inside it): until `leaveNested`, the watchdog also stops the worker at `until`.
    */
-  enterNested(until: number, limitText: string): void {
-    this.nested.push({ until, limitText });
+  enterNested(until: number, limitText: string): NestedLimit {
+    const entry = { seq: Atomics.load(this.status, STATUS_LAYOUT.running), until, limitText };
+    this.nested.push(entry);
     this.arm(until);
+    return entry;
   }
 
-  leaveNested(): void {
-    this.nested.pop();
+  leaveNested(entry: NestedLimit): void {
+    const i = this.nested.lastIndexOf(entry);
+    if (i >= 0) this.nested.splice(i, 1);
   }
 
   /** Sends a module's artifacts (once per worker; ordered with the calls). */
@@ -463,8 +473,10 @@ export class WorkerHost {
       const p = this.sent.shift();
       if (!p || p.seq !== m.seq) return this.die(`protocol: reply ${m.seq} does not match call ${p?.seq}`);
       // the end of a call made with run is posted, not waited for: settle it before its caller
-      if (this.nested.length) this.drainBridge();
-      this.nested.length = 0;
+      if (this.nested.length && this.nested.some((n) => n.seq === m.seq)) {
+        this.drainBridge();
+        this.nested = this.nested.filter((n) => n.seq !== m.seq);
+      }
       if (p.moved) this.moved--;
       else if (m.status === STATUS.WITHDRAWN) p.reject(new CallMovedError(`worker ${this.id} is busy with a long call; the call was placed again`));
       else {
@@ -574,7 +586,7 @@ export class WorkerHost {
       // nothing of ours runs yet: no call can overrun before the first one's limit from now
       return this.arm(now() + this.sent.peek()!.timeLimitMs);
     }
-    const inner = this.nested.at(-1);
+    const inner = this.nested.findLast((n) => n.seq === seq);
     if (inner && now() >= inner.until) return this.timeout(runningCall, inner.limitText);
     const end = Math.min(since + runningCall.timeLimitMs, inner?.until ?? Infinity);
     if (now() < end) return this.arm(end);

@@ -34,13 +34,15 @@ export function createBridge(port: MessagePort, flagBuffer: SharedArrayBuffer, t
       if (left <= 0 || Atomics.wait(flag, 0, 0, left) === 'timed-out') {
         return { tag: 'err', val: `host call ${op} got no answer within ${timeoutMs} ms` };
       }
-      // drain: a reply to an earlier call that timed out may be queued ahead of ours
+      // lowered before the port is read, not after: a reply posted after this read sets it
+      // again, so it is never missed (the main thread posts, then sets the flag)
+      Atomics.store(flag, 0, 0);
+      // drain: replies to earlier calls that timed out, or to posted ones, may be queued ahead of ours
       for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port)) {
         const reply = m.message as BridgeReply;
         if (reply.seq !== mine) continue;
         return 'err' in reply ? { tag: 'err', val: reply.err } : { tag: 'ok', val: reply.ok };
       }
-      Atomics.store(flag, 0, 0);
     }
   }
 

@@ -181,11 +181,16 @@ function runNested(caller: Slot, plan: RunPlan, name: string | undefined, args: 
     if (plan.checkWriteable) {
       ran.writeable = askWriteable(c, name);
       if (!ran.writeable) access = 'read';
+      // over the bridge the main thread lets it write only now (served before its first KV operation)
+      if (!(plan.flags & FLAG.KV_LOCAL)) bridge.post(plan.callId, 'runWriteable', [ran.writeable]);
     }
     const parent = caller.frame;
     // writes with no caller's frame to hand them up to would be lost: not allowed (the main thread never plans that)
     if (!parent && access === 'write') access = 'read';
     if (kv && plan.flags & FLAG.KV_LOCAL) {
+      // a writer whose lock was taken just now must not read a snapshot from before it (the
+      // caller's own reads may then see newer data of scopes it does not lock, as any reader may)
+      if (plan.freshRead) kv.refresh();
       const scope = scopeOf(plan.tenant, plan.kvModule);
       const bases = parent?.bases ?? new Map<string, OverlayReader>();
       const base = (s: Frame['scope']) => {
@@ -229,10 +234,16 @@ function askWriteable(c: LiveController, name: string | undefined): boolean {
   }
 }
 
-/** A top-level call (or row, or invoke-batch entry) is done: the writes it holds for other scopes go to the main thread to commit with it. */
+/**
+ * A top-level call (or row, or invoke-batch entry) is done: the writes it holds for other
+ * scopes go to the main thread to commit with it. Throws when they cannot be handed over:
+ * the call must not succeed without them.
+ */
 function sendNestedCommits(slot: Slot, row: number): void {
   const records = slot.frame ? nestedCommits(slot.frame) : [];
-  if (records.length) bridge.request(slot.callId, 'runCommits', [row, records]);
+  if (records.length === 0) return;
+  const sent = bridge.request(slot.callId, 'runCommits', [row, records]);
+  if (sent.tag === 'err') throw new WebAssembly.RuntimeError(`the writes of calls made with run could not be handed over: ${sent.val}`);
 }
 
 function scopeOf(tenant: string, module: string): Frame['scope'] {
@@ -428,12 +439,10 @@ function runRows(call: CallRecord, c: LiveController, out: ReplyRecord): void {
     try {
       const value = (c.core ? directInvoke(c.core, call.name, rows[i]!) : c.exports.invoke?.(call.name, rows[i])) as Uint8Array;
       const commit = txn?.commitRecord();
-      // the next rows read through this one's writes, which only the main thread commits
+      if (slot.frame) sendNestedCommits(slot, i);
+      // the next rows read through this one's writes (and its nested calls'), which only the main thread commits
       if (commit && reader instanceof OverlayReader) for (const [k, v] of txn!.buffer) reader.layer.set(k, v);
-      if (slot.frame) {
-        sendNestedCommits(slot, i);
-        layPending(slot.frame);
-      }
+      if (slot.frame) layPending(slot.frame);
       if (commit) entries = commit.baseCount !== undefined ? commit.baseCount + commit.entryDelta : commit.entryDelta === 0 ? entries : undefined;
       results.push({ status: STATUS.OK, value, commit });
     } catch (e) {
