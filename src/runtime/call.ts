@@ -370,8 +370,8 @@ class Call {
       if (wrote) this.services.committed((performance.now() - t0) / 1000);
     } catch (e) {
       // a tree that wrote several scopes commits each on its own (each all or nothing)
-      const what = scopesWritten > 1 ? 'some of them may have been made (each scope\'s writes are committed on their own)' : 'and none was made';
-      throw new PlughostError('UNAVAILABLE', `the call's KV writes could not all be committed, ${what}: ${messageOf(e)}`, { cause: e });
+      const what = scopesWritten > 1 ? 'could not all be committed; some of them may have been made (each scope\'s writes are committed on their own)' : 'could not be committed, and none was made';
+      throw new PlughostError('UNAVAILABLE', `the call's KV writes ${what}: ${messageOf(e)}`, { cause: e });
     }
     this.releaseLock();
     // what it read may be a commit still on its way to disk: answer only once that is durable
