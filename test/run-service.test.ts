@@ -2,7 +2,8 @@
 // aliases as Invoke does, under the identity of the caller whose call made it.
 import test from 'ava';
 import { Code, ConnectError } from '@connectrpc/connect';
-import { clients, pushFixture, startPlughost } from './helpers/service.js';
+import { clients, push, pushFixture, startPlughost } from './helpers/service.js';
+import { fixture, withCustomSection } from './fixtures/build.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -61,4 +62,16 @@ test('a deadline set by the client bounds the nested call too', async (t) => {
   const e = await admin.plugins.invoke({ module: 'front', function: 'relay', args: enc('back|spin|') }, { timeoutMs: 1500 }).catch((x: unknown) => x);
   t.true(e instanceof ConnectError);
   t.true([Code.DeadlineExceeded].includes((e as ConnectError).code));
+});
+
+test('through the service: a chain past maxRunDepth and a module that runs itself with a pool of one both answer err at once', async (t) => {
+  const host = await startPlughost(t, { maxRunDepth: 2, acquireTimeoutMs: 60_000 });
+  const admin = clients(t, host.address, host.createdAdminToken);
+  await pushFixture(admin, 'run', '1.0.0', 'loop');
+  t.is(await answer(admin.plugins.invoke({ module: 'loop', function: 'relay', args: enc('loop|relay|loop|echo|two deep') })), 'two deep');
+  t.regex(await answer(admin.plugins.invoke({ module: 'loop', function: 'relay', args: enc('loop|relay|loop|relay|loop|echo|x') })), /^err: run loop: the chain of calls would be 3 deep, past maxRunDepth \(2\)$/);
+  await push(admin, 'solo', '1.0.0', withCustomSection(await fixture('run'), 'solo'), { limits: { maxPoolSize: 1 } });
+  const started = Date.now();
+  t.regex(await answer(admin.plugins.invoke({ module: 'solo', function: 'relay', args: enc('solo|echo|me') })), /^err: run solo: no controller of .* is free and this call's own chain holds 1 of its 1/);
+  t.true(Date.now() - started < 30_000, 'not acquireTimeoutMs');
 });
