@@ -302,7 +302,9 @@ class Call {
     const store = this.services.store;
     if (!store) return reply;
     const txn = this.bridged?.txn;
-    if (reply.status !== STATUS.OK) txn?.rollback();
+    if (reply.status !== STATUS.OK || txn?.failure) txn?.rollback();
+    // the store failed under the call (a shared database gone, a conflict): whatever the guest made of its err, nothing is kept
+    if (txn?.failure) throw txn.failure;
     try {
       const t0 = performance.now();
       if (reply.status === STATUS.OK && reply.commit) {

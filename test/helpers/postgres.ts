@@ -1,0 +1,128 @@
+// A throwaway PostgreSQL for the tests that need one: initdb into a temp dir, a server on
+// 127.0.0.1 at a free port (its socket in the same dir), stopped and removed at the end.
+// PostgreSQL refuses to run as root, so as root (CI, these machines) it runs as the
+// `postgres` user that Debian's package creates. No PostgreSQL installed is a failure
+// with the command that installs it, never a skipped test.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+
+/** The directory of initdb and pg_ctl: pg_config's, else the newest /usr/lib/postgresql/N/bin. */
+export function pgBinDir(): string {
+  try {
+    const dir = execFileSync('pg_config', ['--bindir'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    if (existsSync(join(dir, 'initdb'))) return dir;
+  } catch {
+    // no pg_config: look where Debian puts the server
+  }
+  const root = '/usr/lib/postgresql';
+  const versions = existsSync(root) ? readdirSync(root).filter((v) => existsSync(join(root, v, 'bin', 'initdb'))).sort((a, b) => Number(b) - Number(a)) : [];
+  if (!versions[0]) throw new Error('PostgreSQL is not installed (no initdb): run `apt-get install -y postgresql` (bash .ci/run does) to run the PostgreSQL tests');
+  return join(root, versions[0], 'bin');
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export class PgCluster {
+  private constructor(
+    readonly dir: string,
+    readonly port: number,
+    private readonly bin: string,
+    private readonly owner: { uid: number; gid: number } | undefined,
+  ) {}
+
+  /** initdb and start; ~1.5 s here. */
+  static async start(): Promise<PgCluster> {
+    const bin = pgBinDir();
+    const dir = mkdtempSync(join(tmpdir(), 'plughost-pg-'));
+    let owner: { uid: number; gid: number } | undefined;
+    if (process.getuid?.() === 0) {
+      const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
+      const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim());
+      owner = { uid, gid };
+      chownSync(dir, uid, gid);
+    }
+    const c = new PgCluster(dir, await freePort(), bin, owner);
+    c.run('initdb', ['-D', join(dir, 'data'), '-A', 'trust', '-U', 'plughost', '-E', 'UTF8', '--locale=C', '--no-sync', '--no-instructions']);
+    c.pgCtlStart();
+    return c;
+  }
+
+  private run(tool: string, args: string[]): void {
+    const r = spawnSync(join(this.bin, tool), args, { cwd: this.dir, encoding: 'utf8', ...(this.owner ?? {}) });
+    if (r.status !== 0) throw new Error(`${tool} ${args.join(' ')} failed (${r.status ?? r.signal}): ${r.stderr}${r.stdout}`);
+  }
+
+  /** (Re)starts the server on the same port and data. fsync off: the tests' data need not survive the machine. */
+  pgCtlStart(): void {
+    const opts = `-c listen_addresses=127.0.0.1 -p ${this.port} -k ${this.dir} -c fsync=off -c full_page_writes=off -c max_connections=200`;
+    this.run('pg_ctl', ['-D', join(this.dir, 'data'), '-l', join(this.dir, 'log'), '-o', opts, '-w', '-t', '60', 'start']);
+  }
+
+  /** Stops the server: `fast` rolls back open transactions and closes connections. */
+  pgCtlStop(mode: 'fast' | 'immediate' = 'fast'): void {
+    this.run('pg_ctl', ['-D', join(this.dir, 'data'), '-m', mode, '-w', '-t', '60', 'stop']);
+  }
+
+  url(db = 'postgres'): string {
+    return `postgres://plughost@127.0.0.1:${this.port}/${db}`;
+  }
+
+  /** A fresh, empty database; its URL. */
+  async createDatabase(name: string): Promise<string> {
+    const c = new pg.Client({ connectionString: this.url() });
+    await c.connect();
+    try {
+      await c.query(`CREATE DATABASE ${name}`);
+    } finally {
+      await c.end();
+    }
+    return this.url(name);
+  }
+
+  /** Stops the server (if running) and removes its files. */
+  destroy(): void {
+    try {
+      this.pgCtlStop('immediate');
+    } catch {
+      // already stopped
+    }
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+let counter = 0;
+/** A database name unique in this process. */
+export const dbName = (what: string) => `${what.replace(/[^a-z0-9_]/g, '_')}_${process.pid}_${++counter}`;
+
+/**
+ * One throwaway cluster for a test file: started before its first test, stopped and
+ * removed after its last. `database()` gives each test a fresh database.
+ */
+export function usePgCluster(test: { before(fn: () => Promise<void>): void; after: { always(fn: () => void): void } }): { cluster(): PgCluster; database(what?: string): Promise<string> } {
+  let cluster: PgCluster | undefined;
+  test.before(async () => {
+    cluster = await PgCluster.start();
+  });
+  test.after.always(() => cluster?.destroy());
+  const get = () => {
+    if (!cluster) throw new Error('the PostgreSQL cluster did not start');
+    return cluster;
+  };
+  return { cluster: get, database: (what = 'plughost') => get().createDatabase(dbName(what)) };
+}
+
+/** PgDatabase options for a test: a small pool, short timeouts. */
+export const testPgOptions = (url: string) => ({ url, poolSize: 8, statementTimeoutMs: 10_000, connectTimeoutMs: 5_000 });
