@@ -41,7 +41,7 @@ test('text (AssemblyScript): similarity, distance, and a KV counter per tenant w
   t.is(dec((await call(admin, 'distance', 'flaw\nlawn')).value as Uint8Array), '2');
   t.like(await call(admin, 'similarity', 'one line only'), { case: 'guestError' });
 
-  const other = clients(t, host.address, host.tokens.add({ subject: 'o', tenant: 'other', admin: false, modules: ['text'], kv: 'write' }).token);
+  const other = clients(t, host.address, (await host.tokens.add({ subject: 'o', tenant: 'other', admin: false, modules: ['text'], kv: 'write' })).token);
   for (let i = 1; i <= 3; i++) t.is(dec((await call(admin, 'count', 'apple')).value as Uint8Array), String(i));
   t.is(dec((await call(other, 'count', 'apple')).value as Uint8Array), '1', 'another tenant has its own counters');
   t.is(dec((await call(admin, 'peek', 'apple')).value as Uint8Array), '3');
