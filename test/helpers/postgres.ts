@@ -108,20 +108,16 @@ let counter = 0;
 export const dbName = (what: string) => `${what.replace(/[^a-z0-9_]/g, '_')}_${process.pid}_${++counter}`;
 
 /**
- * One throwaway cluster for a test file: started before its first test, stopped and
- * removed after its last. `database()` gives each test a fresh database.
+ * One throwaway cluster for a test file: started by its first use (hooks may run at once),
+ * stopped and removed after the file's last test. `database()` gives a fresh database.
  */
-export function usePgCluster(test: { before(fn: () => Promise<void>): void; after: { always(fn: () => void): void } }): { cluster(): PgCluster; database(what?: string): Promise<string> } {
-  let cluster: PgCluster | undefined;
-  test.before(async () => {
-    cluster = await PgCluster.start();
+export function usePgCluster(test: { after: { always(fn: () => void | Promise<void>): void } }): { cluster(): Promise<PgCluster>; database(what?: string): Promise<string> } {
+  let starting: Promise<PgCluster> | undefined;
+  const cluster = () => (starting ??= PgCluster.start());
+  test.after.always(async () => {
+    if (starting) (await starting.catch(() => undefined))?.destroy();
   });
-  test.after.always(() => cluster?.destroy());
-  const get = () => {
-    if (!cluster) throw new Error('the PostgreSQL cluster did not start');
-    return cluster;
-  };
-  return { cluster: get, database: (what = 'plughost') => get().createDatabase(dbName(what)) };
+  return { cluster, database: async (what = 'plughost') => (await cluster()).createDatabase(dbName(what)) };
 }
 
 /** PgDatabase options for a test: a small pool, short timeouts. */
