@@ -41,6 +41,8 @@ export class PgDatabase {
   readonly pool: pg.Pool;
   /** Idle connections that failed (the server went away), for logs and tests. */
   idleErrors = 0;
+  /** Connections in use that failed the same way (their transaction then fails with UNAVAILABLE). */
+  clientErrors = 0;
   private closed = false;
 
   private constructor(readonly options: PgOptions) {
@@ -58,6 +60,9 @@ export class PgDatabase {
     });
     // an idle client whose server went away: the pool drops it and the next checkout reconnects
     this.pool.on('error', () => this.idleErrors++);
+    // a client checked out (a call's transaction between two statements) whose server went
+    // away emits 'error' itself: unheard, that would end the process; its next query fails instead
+    this.pool.on('connect', (client) => client.on('error', () => this.clientErrors++));
   }
 
   /** Connects, creates or migrates the schema; fails with UNAVAILABLE when the server cannot be reached. */

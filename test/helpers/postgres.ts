@@ -3,7 +3,7 @@
 // PostgreSQL refuses to run as root, so as root (CI, these machines) it runs as the
 // `postgres` user that Debian's package creates. No PostgreSQL installed is a failure
 // with the command that installs it, never a skipped test.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -65,15 +65,35 @@ export class PgCluster {
     if (r.status !== 0) throw new Error(`${tool} ${args.join(' ')} failed (${r.status ?? r.signal}): ${r.stderr}${r.stdout}`);
   }
 
-  /** (Re)starts the server on the same port and data. fsync off: the tests' data need not survive the machine. */
-  pgCtlStart(): void {
-    const opts = `-c listen_addresses=127.0.0.1 -p ${this.port} -k ${this.dir} -c fsync=off -c full_page_writes=off -c max_connections=200`;
-    this.run('pg_ctl', ['-D', join(this.dir, 'data'), '-l', join(this.dir, 'log'), '-o', opts, '-w', '-t', '60', 'start']);
+  /** Runs a tool without blocking this process (a plughost in it goes on serving). */
+  private runAsync(tool: string, args: string[]): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(join(this.bin, tool), args, { cwd: this.dir, stdio: ['ignore', 'ignore', 'pipe'], ...(this.owner ?? {}) });
+      let err = '';
+      child.stderr.on('data', (d: Buffer) => (err += d));
+      child.on('error', reject);
+      child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`${tool} ${args.join(' ')} failed (${code}): ${err}`))));
+    });
   }
 
-  /** Stops the server: `fast` rolls back open transactions and closes connections. */
-  pgCtlStop(mode: 'fast' | 'immediate' = 'fast'): void {
-    this.run('pg_ctl', ['-D', join(this.dir, 'data'), '-m', mode, '-w', '-t', '60', 'stop']);
+  private startArgs(): string[] {
+    // fsync off: the tests' data need not survive the machine, only the server
+    const opts = `-c listen_addresses=127.0.0.1 -p ${this.port} -k ${this.dir} -c fsync=off -c full_page_writes=off -c max_connections=200`;
+    return ['-D', join(this.dir, 'data'), '-l', join(this.dir, 'log'), '-o', opts, '-w', '-t', '60', 'start'];
+  }
+
+  private pgCtlStart(): void {
+    this.run('pg_ctl', this.startArgs());
+  }
+
+  /** Starts the stopped server again, on the same port and data. */
+  restart(): Promise<void> {
+    return this.runAsync('pg_ctl', this.startArgs());
+  }
+
+  /** Stops the server: `fast` rolls back open transactions and closes every connection. */
+  stop(mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
+    return this.runAsync('pg_ctl', ['-D', join(this.dir, 'data'), '-m', mode, '-w', '-t', '60', 'stop']);
   }
 
   url(db = 'postgres'): string {
@@ -95,7 +115,7 @@ export class PgCluster {
   /** Stops the server (if running) and removes its files. */
   destroy(): void {
     try {
-      this.pgCtlStop('immediate');
+      this.run('pg_ctl', ['-D', join(this.dir, 'data'), '-m', 'immediate', '-w', 'stop']);
     } catch {
       // already stopped
     }
