@@ -10,12 +10,15 @@ import { PgKvStore } from '../src/kv/pg-store.js';
 import { DEFAULT_KV_LIMITS } from '../src/runtime/options.js';
 import { isPlughostError } from '../src/errors.js';
 import type { ExecutionContext } from 'ava';
+import { fixture } from './fixtures/build.js';
+import { kvSetArgs } from './helpers/kv.js';
+import { ctx, manager, valueOf } from './helpers/runtime.js';
 
 const pgc = usePgCluster(test);
 
 async function pgStore(t: ExecutionContext, url?: string): Promise<PgKvStore> {
   const db = await PgDatabase.open(testPgOptions(url ?? (await pgc.database('kv'))));
-  const store = new PgKvStore(db);
+  const store = new PgKvStore(db, { lockTimeoutMs: 60_000 });
   t.teardown(async () => {
     await store.close();
     await db.close();
@@ -55,30 +58,53 @@ test.serial('postgres: read-modify-write transactions on two stores sharing one 
   await r.commit();
 });
 
-test.serial('postgres: a serialization failure (40001) under a call fails it with UNAVAILABLE, naming it, and nothing it wrote is kept', async (t) => {
+test.serial('postgres: a serialization failure (40001) at COMMIT fails the call with UNAVAILABLE, naming it, and nothing it wrote is kept', async (t) => {
   const url = await pgc.database('conflict');
   const store = await pgStore(t, url);
-  const scope = { tenant: 't', module: 'skew' };
-  // a writer that takes no scope lock (another program on the same tables) makes a write skew with the call
-  const other = new pg.Client({ connectionString: url });
-  await other.connect();
-  t.teardown(() => other.end());
-  const call = store.begin(scope, 'write', DEFAULT_KV_LIMITS);
-  t.is(await call.apply('kvGet', ['a']), undefined);
-  await other.query('BEGIN ISOLATION LEVEL SERIALIZABLE');
-  await other.query("SELECT v FROM plughost_kv WHERE tenant = 't' AND module = 'skew' AND k = 'b'::bytea");
-  await other.query("INSERT INTO plughost_kv (tenant, module, k, v) VALUES ('t', 'skew', 'a'::bytea, 'other'::bytea)");
-  await other.query('COMMIT');
-  // the call wrote b after reading a, which the other changed: one of them must abort, and the other committed first
-  const failed = await t.throwsAsync(async () => {
-    await call.apply('kvSet', ['b', Buffer.from('call')]);
-    await call.commit();
-  });
+  // the database itself refuses at COMMIT, as a serializable engine does when it finds a conflict:
+  // a deferred constraint trigger raising 40001 for one key (on this test's database only)
+  const admin = new pg.Client({ connectionString: url });
+  await admin.connect();
+  t.teardown(() => admin.end());
+  await admin.query(`CREATE FUNCTION refuse_doomed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN IF NEW.k = 'doomed'::bytea THEN RAISE EXCEPTION 'injected conflict' USING ERRCODE = '40001'; END IF; RETURN NEW; END $$`);
+  await admin.query('CREATE CONSTRAINT TRIGGER refuse_doomed AFTER INSERT OR UPDATE ON plughost_kv DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_doomed()');
+  const scope = { tenant: 't', module: 'conflict' };
+  const txn = store.begin(scope, 'write', DEFAULT_KV_LIMITS);
+  await txn.apply('kvSet', ['kept-not', Buffer.from('x')]);
+  await txn.apply('kvSet', ['doomed', Buffer.from('x')]);
+  t.true(await txn.apply('kvExists', ['doomed']) as boolean, 'the call read its own write before COMMIT');
+  const failed = await t.throwsAsync(txn.commit());
   t.true(isPlughostError(failed, 'UNAVAILABLE'), String(failed));
   t.regex(failed!.message, /40001/);
-  t.truthy(call.failure, 'the transaction says it failed, so the call fails whatever the guest answered');
-  call.rollback();
+
+  // through a guest: the call fails with UNAVAILABLE, its writes are not kept, the next call is served
+  const m = await manager(t, { store });
+  const kv = await m.load(await fixture('kv'), { name: 'conflict' });
+  const call = await t.throwsAsync(kv.invoke(ctx({ tenant: 't' }), 'set', kvSetArgs('doomed', 'y')));
+  t.true(isPlughostError(call, 'UNAVAILABLE'), String(call));
+  t.regex(call!.message, /could not be committed, and none was made.*40001/);
+  valueOf(await kv.invoke(ctx({ tenant: 't' }), 'set', kvSetArgs('fine', 'z')));
   const r = store.begin(scope, 'read', DEFAULT_KV_LIMITS);
-  t.deepEqual(await r.apply('kvKeys', [{ reverse: false }]), ['a'], "only the other writer's key is there");
+  t.deepEqual(await r.apply('kvKeys', [{ reverse: false }]), ['fine'], 'only the call that committed left a key');
+  await r.commit();
+});
+
+test.serial('postgres: 16 writers of 16 scopes at once all commit (no spurious conflict between scopes)', async (t) => {
+  const store = await pgStore(t);
+  await Promise.all(
+    Array.from({ length: 16 }, async (_, w) => {
+      const scope = { tenant: `t${w}`, module: 'many' };
+      for (let i = 0; i < 20; i++) {
+        const txn = store.begin(scope, 'write', DEFAULT_KV_LIMITS);
+        const n = counterOf(await txn.apply('kvGet', ['n']));
+        await txn.apply('kvSetBatch', [[['n', u32(n + 1)], [`k${i}`, u32(i)]]]);
+        t.true(await txn.commit());
+      }
+    }),
+  );
+  const r = store.begin({ tenant: 't7', module: 'many' }, 'read', DEFAULT_KV_LIMITS);
+  t.is(counterOf(await r.apply('kvGet', ['n'])), 20);
+  t.is(await r.apply('kvCount', [{ reverse: false }]), 21n);
   await r.commit();
 });

@@ -6,7 +6,7 @@ import { kvSuite } from './helpers/kv-suite.js';
 import { LmdbKvStore } from '../src/kv/lmdb-store.js';
 import { DEFAULT_KV_LIMITS } from '../src/runtime/options.js';
 
-kvSuite({ name: 'lmdb', store: async (t) => lmdbStore(t) });
+kvSuite({ name: 'lmdb', store: async (t) => lmdbStore(t, { lockTimeoutMs: 60_000 }) });
 
 test.serial('a child that acknowledged writes and was killed with SIGKILL loses none of them', async (t) => {
   const dir = join(tempDir(t), 'kv');

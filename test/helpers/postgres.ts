@@ -41,10 +41,11 @@ export class PgCluster {
     readonly port: number,
     private readonly bin: string,
     private readonly owner: { uid: number; gid: number } | undefined,
+    private readonly durable: boolean,
   ) {}
 
-  /** initdb and start; ~1.5 s here. */
-  static async start(): Promise<PgCluster> {
+  /** initdb and start; ~1 s here. `durable`: fsync on, as a production server (the bench); tests run without. */
+  static async start(options: { durable?: boolean } = {}): Promise<PgCluster> {
     const bin = pgBinDir();
     const dir = mkdtempSync(join(tmpdir(), 'plughost-pg-'));
     let owner: { uid: number; gid: number } | undefined;
@@ -54,7 +55,7 @@ export class PgCluster {
       owner = { uid, gid };
       chownSync(dir, uid, gid);
     }
-    const c = new PgCluster(dir, await freePort(), bin, owner);
+    const c = new PgCluster(dir, await freePort(), bin, owner, options.durable === true);
     c.run('initdb', ['-D', join(dir, 'data'), '-A', 'trust', '-U', 'plughost', '-E', 'UTF8', '--locale=C', '--no-sync', '--no-instructions']);
     c.pgCtlStart();
     return c;
@@ -77,8 +78,8 @@ export class PgCluster {
   }
 
   private startArgs(): string[] {
-    // fsync off: the tests' data need not survive the machine, only the server
-    const opts = `-c listen_addresses=127.0.0.1 -p ${this.port} -k ${this.dir} -c fsync=off -c full_page_writes=off -c max_connections=200`;
+    // fsync off for tests: their data need not survive the machine, only the server
+    const opts = `-c listen_addresses=127.0.0.1 -p ${this.port} -k ${this.dir}${this.durable ? '' : ' -c fsync=off -c full_page_writes=off'} -c max_connections=200`;
     return ['-D', join(this.dir, 'data'), '-l', join(this.dir, 'log'), '-o', opts, '-w', '-t', '60', 'start'];
   }
 
