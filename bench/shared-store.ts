@@ -6,7 +6,7 @@
 //   and write calls 16 at once over 16 scopes.
 // - Invoke over gRPC (`plughost serve` processes, a grpc-js client balancing round-robin in
 //   this process, 16 calls in flight) with 1 and 2 replicas on PostgreSQL, beside 1 on LMDB:
-//   a guest with no KV (echo), a KV read, a KV write.
+//   a guest with no KV (echo), a KV read, a KV write; all setups up at once, rounds alternating.
 // Every call is checked; medians of rounds are printed as a Markdown table.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -128,39 +128,37 @@ async function invokeThroughput(cluster: PgCluster, dir: string, seconds: number
     { name: 'KV write (get + set, one scope), calls/s', module: 'kv', fn: undefined, args: new Uint8Array() },
   ];
   const results: Record<string, number[][]> = Object.fromEntries(workloads.map((w) => [w.name, setups.map(() => [])]));
-  for (const [si, s] of setups.entries()) {
-    const procs: ServeProcess[] = [];
-    try {
-      for (let i = 0; i < s.replicas; i++) procs.push(await startServeProcess(join(dir, `${si}-${i}`), { ...s.env, PLUGHOST_WORKERS: '2', PLUGHOST_POSTGRES__POOL_SIZE: '32' }));
-      const token = procs[0]!.token!;
-      const c = connect({ address: procs[0]!.address, token });
+  // every setup runs at once (idle ones sleep) and rounds alternate between them: A B C A B C
+  const procs: ServeProcess[][] = setups.map(() => []);
+  const clients: RoundRobinClient[] = [];
+  try {
+    for (const [si, s] of setups.entries()) {
+      for (let i = 0; i < s.replicas; i++) procs[si]!.push(await startServeProcess(join(dir, `${si}-${i}`), { ...s.env, PLUGHOST_WORKERS: '2', PLUGHOST_POSTGRES__POOL_SIZE: '32' }));
+      const token = procs[si]![0]!.token!;
+      const c = connect({ address: procs[si]![0]!.address, token });
       try {
         await push(c, 'echo', '1.0.0', await fixture('echo'));
         await push(c, 'kv', '1.0.0', await fixture('kv'));
       } finally {
         c.close();
       }
-      const rr = new RoundRobinClient(procs.map((p) => p.address), token);
-      try {
-        for (const w of workloads) {
-          const call = async () => {
-            const r = await rr.invoke(w.module, w.fn, w.args);
-            if (r.code !== status.OK || r.value === undefined) throw new Error(`${s.name} ${w.name}: ${status[r.code]} ${r.message ?? r.guestError}`);
-          };
-          for (let i = 0; i < 200; i++) await call();
-          for (let round = 0; round < rounds; round++) {
-            const r = await timed(seconds, 16, call);
-            results[w.name]![si]!.push(r.perSecond);
-          }
-          log(`${s.name}: ${w.name} ${median(results[w.name]![si]!).toFixed(0)}`);
-        }
-      } finally {
-        rr.close();
-      }
-    } finally {
-      for (const p of procs) p.child.kill('SIGTERM');
-      await Promise.all(procs.map((p) => p.exited));
+      clients.push(new RoundRobinClient(procs[si]!.map((p) => p.address), token));
     }
+    for (const w of workloads) {
+      const call = (si: number) => async () => {
+        const r = await clients[si]!.invoke(w.module, w.fn, w.args);
+        if (r.code !== status.OK || r.value === undefined) throw new Error(`${setups[si]!.name} ${w.name}: ${status[r.code]} ${r.message ?? r.guestError}`);
+      };
+      for (const si of setups.keys()) for (let i = 0; i < 200; i++) await call(si)();
+      for (let round = 0; round < rounds; round++) {
+        for (const si of setups.keys()) results[w.name]![si]!.push((await timed(seconds, 16, call(si))).perSecond);
+      }
+      log(`${w.name}: ${setups.map((s, si) => `${s.name} ${median(results[w.name]![si]!).toFixed(0)}`).join(', ')}`);
+    }
+  } finally {
+    for (const c of clients) c.close();
+    for (const p of procs.flat()) p.child.kill('SIGTERM');
+    await Promise.all(procs.flat().map((p) => p.exited));
   }
   return Object.fromEntries(Object.entries(results).map(([name, per]) => [name, per.map((v) => median(v).toFixed(0))]));
 }
