@@ -47,9 +47,11 @@ export class PgCluster {
   /** initdb and start; ~1 s here. `durable`: fsync on, as a production server (the bench); tests run without. */
   static async start(options: { durable?: boolean } = {}): Promise<PgCluster> {
     const bin = pgBinDir();
-    const dir = mkdtempSync(join(tmpdir(), 'plughost-pg-'));
+    const root = process.getuid?.() === 0;
+    // as root, under /tmp itself: the postgres user must be able to reach the directory (a TMPDIR inside root's home would not do)
+    const dir = mkdtempSync(join(root ? '/tmp' : tmpdir(), 'plughost-pg-'));
     let owner: { uid: number; gid: number } | undefined;
-    if (process.getuid?.() === 0) {
+    if (root) {
       const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
       const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim());
       owner = { uid, gid };
