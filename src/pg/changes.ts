@@ -18,14 +18,15 @@ export class ChangePoller {
   private timer: NodeJS.Timeout | undefined;
   private polling: Promise<void> | undefined;
   private stopped = false;
-  /** Polls that failed (the database unreachable): the next one tries again. */
-  failures = 0;
+  /** The last poll failed (the database unreachable): the next one tries again. */
+  private failing = false;
 
   constructor(
     private readonly db: PgDatabase,
     private readonly pollMs: number,
     private readonly reload: Record<ChangeKind, () => Promise<void>>,
-    private readonly onError: (e: unknown) => void = () => {},
+    /** Told once when polls start failing, and once when they work again. */
+    private readonly onOutage: (e: unknown | undefined) => void = () => {},
   ) {}
 
   /** Reads the versions as they are now (what the caller has loaded), then polls. */
@@ -52,9 +53,11 @@ export class ChangePoller {
         if (reload && before !== undefined && this.reload[what]) await this.reload[what]();
         this.seen.set(what, String(version));
       }
+      if (this.failing) this.onOutage(undefined);
+      this.failing = false;
     } catch (e) {
-      this.failures++;
-      this.onError(e);
+      if (!this.failing) this.onOutage(e);
+      this.failing = true;
     }
   }
 

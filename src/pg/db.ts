@@ -39,10 +39,6 @@ export const isConflict = (e: unknown) => ['40001', '40P01'].includes((e as { co
 
 export class PgDatabase {
   readonly pool: pg.Pool;
-  /** Idle connections that failed (the server went away), for logs and tests. */
-  idleErrors = 0;
-  /** Connections in use that failed the same way (their transaction then fails with UNAVAILABLE). */
-  clientErrors = 0;
   private closed = false;
 
   private constructor(readonly options: PgOptions) {
@@ -59,10 +55,10 @@ export class PgDatabase {
       ...(tls ? { ssl: { rejectUnauthorized: tls.verify, ...(tls.caFile ? { ca: readFileSync(tls.caFile, 'utf8') } : {}) } } : {}),
     });
     // an idle client whose server went away: the pool drops it and the next checkout reconnects
-    this.pool.on('error', () => this.idleErrors++);
+    this.pool.on('error', () => {});
     // a client checked out (a call's transaction between two statements) whose server went
     // away emits 'error' itself: unheard, that would end the process; its next query fails instead
-    this.pool.on('connect', (client) => client.on('error', () => this.clientErrors++));
+    this.pool.on('connect', (client) => client.on('error', () => {}));
   }
 
   /** Connects, creates or migrates the schema; fails with UNAVAILABLE when the server cannot be reached. */

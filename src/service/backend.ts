@@ -51,11 +51,10 @@ export async function openBackend(config: PlughostConfig, dataDir: string, logge
       tokens,
       modules: new PgModuleStorage(db),
       watch: async (registry) => {
-        let failing = false;
         poller = new ChangePoller(db, pollMs, { modules: () => registry.reload(), tokens: () => tokens.reload() }, (e) => {
           // said once per outage, not once per poll
-          if (!failing) logger.warn({ err: e }, 'cannot read module and token changes from PostgreSQL; retrying');
-          failing = true;
+          if (e) logger.warn({ err: e }, 'cannot read module and token changes from PostgreSQL; retrying');
+          else logger.info('reading module and token changes from PostgreSQL again');
         });
         await poller.start();
         await registry.reload();
