@@ -1,10 +1,11 @@
 // Three `plughost serve` processes on 127.0.0.1 sharing one PostgreSQL, each with a data
 // directory of its own, and a grpc-js client balancing round-robin over all three: a push
 // on one is served by the others, increments spread over all are counted exactly, a token
-// revoked on one is refused by all, and a replica killed mid-load loses no acknowledged
-// write while the others serve on.
+// revoked on one is refused by all, a replica killed mid-load loses no acknowledged write
+// while the others serve on, and a module deleted on one stops being served by the others.
 import test, { type ExecutionContext } from 'ava';
 import { status } from '@grpc/grpc-js';
+import { Code, ConnectError } from '@connectrpc/connect';
 import { fixture } from './fixtures/build.js';
 import { runCli } from './helpers/cli.js';
 import { startServeProcess, type ServeProcess } from './helpers/serve-process.js';
@@ -139,4 +140,22 @@ test.serial('a replica killed with SIGKILL mid-load loses no acknowledged write,
   t.is(new Set(acked).size, acked.length, 'no two acknowledged increments saw the same value');
   t.true(acked.every((v) => v <= final), 'every acknowledged increment is in the final count');
   t.true(final >= 300 + acked.length && final <= 300 + acked.length + [...failed.values()].reduce((a, b) => a + b, 0), `final ${final}, acked ${acked.length}`);
+});
+
+test.serial('a module deleted on one replica stops being served by the others within the poll bound', async (t) => {
+  const live = [replicas[0]!, replicas[1]!].map((r) => clients(t, r.address, admin));
+  await push(live[0]!, 'gone', '1.0.0', await fixture('echo'));
+  t.is((await live[1]!.plugins.invoke({ module: 'gone', args: enc('hi') })).result.value?.length, 2, 'compiled and served on the other replica');
+  const t0 = Date.now();
+  await live[0]!.modules.deleteModule({ module: 'gone@1.0.0' });
+  const refused = await waitFor(async () => {
+    try {
+      await live[1]!.plugins.invoke({ module: 'gone', args: enc('hi') });
+      return false;
+    } catch (e) {
+      return ConnectError.from(e).code === Code.NotFound;
+    }
+  }, 20_000, 50);
+  t.true(refused, 'NOT_FOUND on the other replica');
+  t.log(`deleted on one replica: NOT_FOUND on the other after ${Date.now() - t0} ms (poll ${POLL_MS} ms)`);
 });
