@@ -115,8 +115,12 @@ export class PgCluster {
     return this.url(name);
   }
 
-  /** Stops the server (if running) and removes its files. */
+  private destroyed = false;
+
+  /** Stops the server (if running) and removes its files; once. Synchronous, so a process' 'exit' handler can call it. */
   destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
     try {
       this.run('pg_ctl', ['-D', join(this.dir, 'data'), '-m', 'immediate', '-w', 'stop']);
     } catch {
@@ -136,7 +140,12 @@ export const dbName = (what: string) => `${what.replace(/[^a-z0-9_]/g, '_')}_${p
  */
 export function usePgCluster(test: { after: { always(fn: () => void | Promise<void>): void } }): { cluster(): Promise<PgCluster>; database(what?: string): Promise<string> } {
   let starting: Promise<PgCluster> | undefined;
-  const cluster = () => (starting ??= PgCluster.start());
+  const cluster = () =>
+    (starting ??= PgCluster.start().then((c) => {
+      // a test process that dies before its after hooks still stops its server (pg_ctl daemonizes it)
+      process.once('exit', () => c.destroy());
+      return c;
+    }));
   test.after.always(async () => {
     if (starting) (await starting.catch(() => undefined))?.destroy();
   });
