@@ -8,6 +8,8 @@
 // worker time goes per call on the hot path (CPU profiles, see bench/profile.ts).
 // `npm run bench -- --sql [--quick] [--json]`: what one guest sql answered by the engine
 // costs on a Stream (bench/sql-bench.ts).
+// `npm run bench -- --shared-store [--seconds N] [--rounds N]`: the PostgreSQL store beside
+// LMDB, and Invoke with 1 and 2 replicas (bench/shared-store.ts).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import { dirname } from 'node:path';
@@ -18,7 +20,10 @@ import { runtimeBench } from './runtime-bench.js';
 import { ErrorTally, median } from './stats.js';
 
 const argv = process.argv.slice(2);
-if (argv.includes('--profile')) {
+if (argv.includes('--shared-store')) {
+  const { sharedStoreBench } = await import('./shared-store.js');
+  await sharedStoreBench(argv.filter((a) => a !== '--shared-store'));
+} else if (argv.includes('--profile')) {
   const { profile } = await import('./profile.js');
   process.exitCode = await profile(argv.filter((a) => a !== '--profile'));
 } else if (argv.includes('--sql')) {

@@ -125,7 +125,7 @@ if (grpc) {
   try {
     await host.registry.push({ name: 'echo', version: '1.0.0' }, await fixture('echo'));
     await host.registry.push({ name: 'batch-echo', version: '1.0.0' }, await fixture('batch-echo'));
-    const { token } = host.tokens.add({ subject: 'profile', tenant: 'profile', admin: false, modules: ['*'], kv: 'none' });
+    const { token } = await host.tokens.add({ subject: 'profile', tenant: 'profile', admin: false, modules: ['*'], kv: 'none' });
     type Result = { ops: number; errors: number; firstError?: string };
     const load = (mode: 'unary' | 'stream', concurrency: number, s: number, batch?: { rows: number; module: string }) =>
       new Promise<Result>((resolve, reject) => {

@@ -58,7 +58,7 @@ async function plughost(): Promise<Running> {
   const dataDir = mkdtempSync(join(tmpdir(), 'plughost-bench-'));
   const host = await Plughost.start({ listen: '127.0.0.1:0', dataDir, stream: { defaultWindow: 64, maxWindow: 65536 }, metrics: { listen: '' }, log: { level: 'warn' } });
   for (const name of BENCH_GUESTS) await host.registry.push({ name, version: '1.0.0' }, await fixture(name));
-  const { token } = host.tokens.add({ subject: 'bench', tenant: 'bench', admin: true, modules: ['*'], kv: 'write' });
+  const { token } = await host.tokens.add({ subject: 'bench', tenant: 'bench', admin: true, modules: ['*'], kv: 'write' });
   return {
     address: host.address,
     token,

@@ -42,7 +42,7 @@ test('text (AssemblyScript): similarity, distance, and a KV counter per tenant w
   t.is(dec((await call(admin, 'distance', 'flaw\nlawn')).value as Uint8Array), '2');
   t.like(await call(admin, 'similarity', 'one line only'), { case: 'guestError' });
 
-  const other = clients(t, host.address, host.tokens.add({ subject: 'o', tenant: 'other', admin: false, modules: ['text'], kv: 'write' }).token);
+  const other = clients(t, host.address, (await host.tokens.add({ subject: 'o', tenant: 'other', admin: false, modules: ['text'], kv: 'write' })).token);
   for (let i = 1; i <= 3; i++) t.is(dec((await call(admin, 'count', 'apple')).value as Uint8Array), String(i));
   t.is(dec((await call(other, 'count', 'apple')).value as Uint8Array), '1', 'another tenant has its own counters');
   t.is(dec((await call(admin, 'peek', 'apple')).value as Uint8Array), '3');
@@ -107,7 +107,7 @@ test('stats compare composes both examples with run: its own Jaccard and text\'s
   t.is(dec(both.value as Uint8Array), 'jaccard 0.333, levenshtein 0.727');
   t.deepEqual(await compare(admin, 'one line'), { case: 'guestError', value: 'jaccard takes two lines of text: a, a newline, then b' });
   // a token for stats alone may not reach text through it
-  const statsOnly = clients(t, host.address, host.tokens.add({ subject: 'engine', tenant: 't1', admin: false, modules: ['stats'], kv: 'read' }).token);
+  const statsOnly = clients(t, host.address, (await host.tokens.add({ subject: 'engine', tenant: 't1', admin: false, modules: ['stats'], kv: 'read' })).token);
   t.deepEqual(await compare(statsOnly, 'a\nb'), { case: 'guestError', value: 'run text: engine may not invoke text (its token allows stats)' });
 });
 

@@ -169,11 +169,11 @@ test.serial('identity: tenant B reads none of tenant A\'s keys through any guest
   const { readFileSync } = await import('node:fs');
   const { exampleModules } = await import('../src/cli/serve.js');
   for (const ex of exampleModules()) await push(admin, ex.name, ex.version, readFileSync(ex.wasm));
-  const as = (tenant: string, kv: 'none' | 'read' | 'write') => clients(t, host.address, host.tokens.add({ subject: `${tenant}-${kv}`, tenant, admin: false, modules: ['*'], kv }).token);
-  const a = as('tenant-a', 'write');
-  const b = as('tenant-b', 'write');
-  const aRead = as('tenant-a', 'read');
-  const aNone = as('tenant-a', 'none');
+  const as = async (tenant: string, kv: 'none' | 'read' | 'write') => clients(t, host.address, (await host.tokens.add({ subject: `${tenant}-${kv}`, tenant, admin: false, modules: ['*'], kv })).token);
+  const a = await as('tenant-a', 'write');
+  const b = await as('tenant-b', 'write');
+  const aRead = await as('tenant-a', 'read');
+  const aNone = await as('tenant-a', 'none');
   await a.plugins.invoke({ module: 'kv', function: 'set', args: setArgs('secret', 'of tenant a') });
   await a.plugins.invoke({ module: 'text', function: 'count', args: enc('secret') });
   await a.plugins.invoke({ module: 'stats', function: 'count', args: enc('secret') });

@@ -56,6 +56,24 @@ test('plughost serve with a bad configuration prints one line naming the key and
   t.is(r.stderr.trim().split('\n').length, 1);
 });
 
+test('store: lmdb by default, a postgres:// URL from the environment with its settings, anything else refused naming the variable', (t) => {
+  t.is(loadConfig({}).store, 'lmdb');
+  const c = loadConfig({ env: { PLUGHOST_STORE: 'postgres://u@db.internal:5432/plughost?sslmode=require', PLUGHOST_POSTGRES__POLL_MS: '250' } });
+  t.is(c.store, 'postgres://u@db.internal:5432/plughost?sslmode=require');
+  t.like(c.postgres, { pollMs: 250, poolSize: 16, statementTimeoutMs: 10_000, connectTimeoutMs: 5000 });
+  const e = t.throws(() => loadConfig({ env: { PLUGHOST_STORE: 'mysql://db/plughost' } }));
+  t.regex(e!.message, /store \(from PLUGHOST_STORE\):/);
+});
+
+test('plughost serve on a PostgreSQL that is not there fails at once with one UNAVAILABLE line and a non-zero exit', async (t) => {
+  const dir = tempDir(t);
+  // port 1 on loopback: nothing listens there, the connection is refused at once
+  const r = await runCli(['serve', '--data', dir], { env: { PLUGHOST_STORE: 'postgres://plughost@127.0.0.1:1/plughost', PLUGHOST_POSTGRES__CONNECT_TIMEOUT_MS: '2000', PLUGHOST_METRICS__LISTEN: '' } });
+  t.is(r.code, 1);
+  t.regex(r.stderr, /^plughost: UNAVAILABLE: opening the PostgreSQL store: the PostgreSQL store is unavailable: /);
+  t.is(r.stderr.trim().split('\n').length, 1);
+});
+
 async function scrape(address: string): Promise<string> {
   const res = await fetch(`http://${address}/metrics`);
   if (res.status !== 200) throw new Error(`GET /metrics answered ${res.status}`);

@@ -19,7 +19,7 @@ test("run resolves names and aliases under the caller's token: a module outside 
   await pushFixture(admin, 'run', '1.0.0', 'front');
   await pushFixture(admin, 'run', '1.0.0', 'back');
   await pushFixture(admin, 'run', '1.0.0', 'secret');
-  const engine = clients(t, host.address, host.tokens.add({ subject: 'engine', tenant: 't1', admin: false, modules: ['front', 'back'], kv: 'write' }).token);
+  const engine = clients(t, host.address, (await host.tokens.add({ subject: 'engine', tenant: 't1', admin: false, modules: ['front', 'back'], kv: 'write' })).token);
   t.is(await answer(engine.plugins.invoke({ module: 'front', function: 'relay', args: enc('back|echo|hi') })), 'hi');
   t.is(await answer(engine.plugins.invoke({ module: 'front', function: 'relay', args: enc('back@1.0.0|echo|pinned') })), 'pinned');
   t.is(
@@ -38,7 +38,7 @@ test('a read-only caller cannot write through run either', async (t) => {
   const admin = clients(t, host.address, host.createdAdminToken);
   await pushFixture(admin, 'run', '1.0.0', 'front');
   await pushFixture(admin, 'run', '1.0.0', 'back');
-  const reader = clients(t, host.address, host.tokens.add({ subject: 'ro', tenant: 't1', admin: false, modules: ['*'], kv: 'read' }).token);
+  const reader = clients(t, host.address, (await host.tokens.add({ subject: 'ro', tenant: 't1', admin: false, modules: ['*'], kv: 'read' })).token);
   t.regex(await answer(reader.plugins.invoke({ module: 'front', function: 'relay', args: enc('back|write|k') })), /^err: kvSet: KV write denied/);
 });
 

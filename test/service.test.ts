@@ -134,7 +134,7 @@ test('identity: no token, a wrong token, a non-admin push or delete, a module ou
   const admin = clients(t, host.address, host.createdAdminToken);
   await pushFixture(admin, 'echo');
   await pushFixture(admin, 'kv');
-  const caller = host.tokens.add({ subject: 'engine', tenant: 't1', admin: false, modules: ['ec*'], kv: 'write' });
+  const caller = await host.tokens.add({ subject: 'engine', tenant: 't1', admin: false, modules: ['ec*'], kv: 'write' });
   const none = clients(t, host.address);
   const wrong = clients(t, host.address, 'ph_not-a-real-token');
   const engine = clients(t, host.address, caller.token);
@@ -154,9 +154,9 @@ test('KV through the service: tenants are isolated, a read-only caller cannot wr
   const admin = clients(t, host.address, host.createdAdminToken);
   await pushFixture(admin, 'kv');
   const grant = { admin: false, modules: ['*'] };
-  const a = clients(t, host.address, host.tokens.add({ ...grant, subject: 'a', tenant: 'tenant-a', kv: 'write' }).token);
-  const b = clients(t, host.address, host.tokens.add({ ...grant, subject: 'b', tenant: 'tenant-b', kv: 'write' }).token);
-  const ro = clients(t, host.address, host.tokens.add({ ...grant, subject: 'ro', tenant: 'tenant-a', kv: 'read' }).token);
+  const a = clients(t, host.address, (await host.tokens.add({ ...grant, subject: 'a', tenant: 'tenant-a', kv: 'write' })).token);
+  const b = clients(t, host.address, (await host.tokens.add({ ...grant, subject: 'b', tenant: 'tenant-b', kv: 'write' })).token);
+  const ro = clients(t, host.address, (await host.tokens.add({ ...grant, subject: 'ro', tenant: 'tenant-a', kv: 'read' })).token);
   for (let i = 0; i < 3; i++) await a.plugins.invoke({ module: 'kv' });
   t.is(readU32((await b.plugins.invoke({ module: 'kv' })).result.value as Uint8Array), 1, "tenant b does not see tenant a's counter");
   const denied = await ro.plugins.invoke({ module: 'kv' });
@@ -170,7 +170,7 @@ test('the error table: each failure reaches the client as its gRPC status, with 
   const host = await startPlughost(t, { limits: { maxMemoryBytes: 8 << 20 }, acquireTimeoutMs: 200, grpc: { maxSendMessageBytes: 64 * 1024 } });
   const c = clients(t, host.address, host.createdAdminToken);
   const nobody = clients(t, host.address);
-  const caller = clients(t, host.address, host.tokens.add({ subject: 'engine', tenant: 't1', admin: false, modules: ['faults'], kv: 'write' }).token);
+  const caller = clients(t, host.address, (await host.tokens.add({ subject: 'engine', tenant: 't1', admin: false, modules: ['faults'], kv: 'write' })).token);
   await pushFixture(c, 'echo');
   const faults = await fixture('faults');
   await push(c, 'faults', '1.0.0', faults, { limits: { maxExecutionMs: 500 } });

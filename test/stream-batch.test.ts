@@ -106,7 +106,7 @@ test('caps at and just past their values: maxBatchRows, maxBatchBytes; bad ids, 
   const admin = clients(t, host.address, host.createdAdminToken);
   await pushFixture(admin, 'echo');
   await pushFixture(admin, 'kv');
-  const c = clients(t, host.address, host.tokens.add({ subject: 'engine', tenant: 't', admin: false, modules: ['echo'], kv: 'none' }).token);
+  const c = clients(t, host.address, (await host.tokens.add({ subject: 'engine', tenant: 't', admin: false, modules: ['echo'], kv: 'none' })).token);
   const ten = 'x'.repeat(10);
   const results = await collect(
     c.plugins.stream(

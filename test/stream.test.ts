@@ -20,7 +20,7 @@ test('10k items with mixed outcomes: each id answered once, in-band, and one bad
     faults: (await pushFixture(admin, 'faults')).module!.hash,
   };
   await pushFixture(admin, 'kv');
-  const c = clients(t, host.address, host.tokens.add({ subject: 'engine', tenant: 't', admin: false, modules: ['echo', 'faults'], kv: 'write' }).token);
+  const c = clients(t, host.address, (await host.tokens.add({ subject: 'engine', tenant: 't', admin: false, modules: ['echo', 'faults'], kv: 'write' })).token);
   const N = 10_000;
   // by i % 10: 0 guest error, 1 trap (every 100th; otherwise echo), 2 unknown module, 3 not permitted, else echo
   const expected = (i: number): string => {

@@ -130,25 +130,27 @@ clientCommand('bench')
     }),
   );
 
-const tokens = program.command('tokens').description('manage bearer tokens in a data directory (a running server sees changes within a second)');
+const tokens = program.command('tokens').description('manage bearer tokens in a data directory or the shared PostgreSQL store (a running server sees changes within a second)');
 const dataOption = () => new Option('--data <dir>', 'data directory').env('PLUGHOST_DATA_DIR').default('./data');
+const storeOption = () => new Option('--store <store>', 'lmdb (the data directory), or the PostgreSQL URL the replicas share').env('PLUGHOST_STORE');
 tokens
   .command('add')
   .description('create a token; prints it once')
   .addOption(dataOption())
+  .addOption(storeOption())
   .requiredOption('--subject <name>', 'who it is for (logs)')
   .requiredOption('--tenant <name>', 'KV scope of its calls')
   .option('--admin', 'may push and delete modules', false)
   .option('--modules <globs>', 'comma-separated module name globs it may invoke', '*')
   .addOption(new Option('--kv <access>', 'KV access').choices(['none', 'read', 'write']).default('write'))
-  .action((o) => {
-    const { id, token } = addToken(o.data, o);
+  .action(async (o) => {
+    const { id, token } = await addToken(o, o);
     say(token);
     process.stderr.write(`token ${id} added for ${o.subject} (tenant ${o.tenant}); it is shown only now\n`);
   });
-tokens.command('ls').description('list tokens (never their values)').addOption(dataOption()).action((o) => listTokens(o.data).forEach(say));
-tokens.command('rm').description('remove a token by id').argument('<id>').addOption(dataOption()).action((id: string, o) => {
-  removeToken(o.data, id);
+tokens.command('ls').description('list tokens (never their values)').addOption(dataOption()).addOption(storeOption()).action(async (o) => (await listTokens(o)).forEach(say));
+tokens.command('rm').description('remove a token by id').argument('<id>').addOption(dataOption()).addOption(storeOption()).action(async (id: string, o) => {
+  await removeToken(o, id);
   say(`token ${id} removed`);
 });
 

@@ -39,7 +39,7 @@ export async function serve(o: { config?: string; listen?: string; data?: string
   });
   const host = await Plughost.start(config);
   const out = (line = '') => process.stderr.write(`${line}\n`);
-  out(`plughost listening on ${host.address} (data: ${host.config.dataDir}${host.metricsServer ? `, metrics: http://${host.metricsServer.address}/metrics` : ''})`);
+  out(`plughost listening on ${host.address} (${host.config.store === 'lmdb' ? `data: ${host.config.dataDir}` : 'store: PostgreSQL'}${host.metricsServer ? `, metrics: http://${host.metricsServer.address}/metrics` : ''})`);
   if (host.createdAdminToken) {
     out(`\nAn admin token was created (shown once; only its hash is stored):\n\n  ${host.createdAdminToken}\n`);
     out(`Use it as gRPC metadata, e.g.:\n  grpcurl -plaintext -H 'authorization: Bearer ${host.createdAdminToken}' ${host.address} plughost.v1.ModuleService/ListModules\n`);

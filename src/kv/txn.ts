@@ -33,6 +33,33 @@ export const KV_WRITE_IMPORTS = ['kv-set', 'kv-del', 'kv-set-batch', 'kv-del-bat
 /** The err a batch of more than maxBatchItems items gets (also before its list is lifted, see runtime/worker/guards.ts). */
 export const batchTooBig = (items: number, maxBatchItems: number) => `batch of ${items} items exceeds the batch limit (maxBatchItems = ${maxBatchItems})`;
 
+/** Refuses an operation the call's KV access does not allow (the same words for every store). */
+export function checkAccess(op: string, access: KvAccess): void {
+  if (access === 'none') throw new KvOpError(`${op}: KV access denied: the caller has no KV permission`);
+  if (KV_WRITE_OPS.has(op) && access !== 'write') {
+    throw new KvOpError(writeDenied(op));
+  }
+}
+
+/** A value argument, checked against maxValueBytes and copied (jco may hand a view into guest memory). */
+export function checkValue(v: unknown, limits: KvLimits): Uint8Array {
+  if (!(v instanceof Uint8Array)) throw new KvOpError('value must be bytes');
+  if (v.byteLength > limits.maxValueBytes) {
+    throw new KvOpError(`value of ${v.byteLength} bytes exceeds the value size limit (maxValueBytes = ${limits.maxValueBytes})`);
+  }
+  return new Uint8Array(v);
+}
+
+/** A batch argument, checked against maxBatchItems. */
+export function checkBatch(items: unknown, limits: KvLimits): unknown[] {
+  if (!Array.isArray(items)) throw new KvOpError('batch must be a list');
+  if (items.length > limits.maxBatchItems) throw new KvOpError(batchTooBig(items.length, limits.maxBatchItems));
+  return items;
+}
+
+export const entryLimitReached = (limits: KvLimits) => new KvOpError(`the write would take this scope past its entry limit (maxEntriesPerScope = ${limits.maxEntriesPerScope})`);
+export const rangeTooBig = (op: string, max: number) => new KvOpError(`${op}: the range holds more than ${max} entries (maxRangeEntries = ${max}); pass a limit`);
+
 /** The err a write gets from a call with read-only KV. */
 export const writeDenied = (op: string) => `${op}: KV write denied: this call has read-only KV (the caller's permission, or the function is not writeable)`;
 
@@ -54,8 +81,7 @@ export class KvTxn {
 
   /** Runs one host import by its jco name. Throws KvOpError for a guest-visible err. */
   apply(op: string, args: unknown[]): unknown {
-    if (this.access === 'none') throw new KvOpError(`${op}: KV access denied: the caller has no KV permission`);
-    if (KV_WRITE_OPS.has(op) && this.access !== 'write') throw new KvOpError(writeDenied(op));
+    checkAccess(op, this.access);
     switch (op) {
       case 'kvGet':
         return this.get(this.key(args[0]));
@@ -115,20 +141,11 @@ export class KvTxn {
   }
 
   value(v: unknown): Uint8Array {
-    if (!(v instanceof Uint8Array)) throw new KvOpError('value must be bytes');
-    if (v.byteLength > this.limits.maxValueBytes) {
-      throw new KvOpError(`value of ${v.byteLength} bytes exceeds the value size limit (maxValueBytes = ${this.limits.maxValueBytes})`);
-    }
-    // jco may hand a view into guest memory or a reused buffer: keep a copy of our own
-    return new Uint8Array(v);
+    return checkValue(v, this.limits);
   }
 
   batch(items: unknown): unknown[] {
-    if (!Array.isArray(items)) throw new KvOpError('batch must be a list');
-    if (items.length > this.limits.maxBatchItems) {
-      throw new KvOpError(batchTooBig(items.length, this.limits.maxBatchItems));
-    }
-    return items;
+    return checkBatch(items, this.limits);
   }
 
   get(key: Buffer): Uint8Array | undefined {
@@ -151,7 +168,7 @@ export class KvTxn {
     if (delta > 0) {
       this.baseCount ??= this.reader.count(this.scope);
       if (this.baseCount + delta > this.limits.maxEntriesPerScope) {
-        throw new KvOpError(`the write would take this scope past its entry limit (maxEntriesPerScope = ${this.limits.maxEntriesPerScope})`);
+        throw entryLimitReached(this.limits);
       }
     }
     for (const [key, value] of entries) this.buffer.set(mapKey(key), value);
@@ -183,7 +200,7 @@ export class KvTxn {
     const out: [Buffer, Uint8Array][] = [];
     if (want > 0) for (const e of this.scan(range)) if (out.push(e) >= want) break;
     if (out.length > max) {
-      throw new KvOpError(`${op}: the range holds more than ${max} entries (maxRangeEntries = ${max}); pass a limit`);
+      throw rangeTooBig(op, max);
     }
     return out;
   }

@@ -3,6 +3,7 @@
 // database) is reached from the workers through the main thread's host-call bridge, so
 // its operations may be async.
 export { KvOpError } from './kv-error.js';
+import type { PlughostError } from '../errors.js';
 
 /** What a caller may do with KV; lowered to read for functions that are not writeable. */
 export type KvAccess = 'none' | 'read' | 'write';
@@ -40,6 +41,12 @@ export interface KvTransaction {
   apply(op: string, args: unknown[]): Promise<unknown>;
   /** Whether it read committed data (its answer then waits until that data is durable). */
   readonly didRead: boolean;
+  /**
+   * Set when the store itself failed under the transaction (a shared database unreachable,
+   * a serialization conflict), not a refusal of the guest's: the call then fails with it
+   * (UNAVAILABLE), whatever the guest answered after its import's err.
+   */
+  readonly failure?: PlughostError | undefined;
   /** Makes the writes visible and durable; resolves once they are on disk, to whether there were any. */
   commit(): Promise<boolean>;
   /** Forgets the writes. Safe to call more than once, and after commit (then it does nothing). */

@@ -1,16 +1,17 @@
-// The module registry: component bytes stored content-addressed under the data directory,
-// an index of aliases (`name@version` -> hash) beside them, and the Runtime of each module
-// compiled on first use. Versions are immutable: `name@version` always means one set of
-// bytes until it is deleted. Everything survives a restart.
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+// The module registry: component bytes stored content-addressed, an index of aliases
+// (`name@version` -> hash) beside them, and the Runtime of each module compiled on first
+// use. Versions are immutable: `name@version` always means one set of bytes until it is
+// deleted. Everything survives a restart. The storage is the data directory's files, or a
+// PostgreSQL that several replicas share (storage.ts): then each replica keeps the index
+// in memory, reloads it when another replica changed it, and compiles a module on its
+// first call there; a module deleted elsewhere is unloaded here.
 import { hashOf } from '../component/load.js';
-import { PlughostError } from '../errors.js';
+import { PlughostError, isPlughostError } from '../errors.js';
 import type { RuntimeManager } from '../runtime/manager.js';
 import { effectiveLimits, type ModuleLimits, type ModuleLimitsInput } from '../runtime/options.js';
 import type { Runtime } from '../runtime/runtime.js';
-import { writeFileAtomic } from '../util/atomic-file.js';
 import { aliasOf, byVersionDesc, checkName, checkVersion, parseRef } from './names.js';
+import { FileModuleStorage, type AliasRecord, type Index, type ModuleStorage } from './storage.js';
 
 export interface Manifest {
   name: string;
@@ -18,28 +19,6 @@ export interface Manifest {
   limits?: ModuleLimitsInput;
   /** `sha256:<hex>` the pusher expects; a mismatch refuses the push. */
   expectedHash?: string;
-}
-
-interface ModuleRecord {
-  hash: string;
-  sizeBytes: number;
-  /** The KV scope of calls by hash: the name the bytes were first pushed under. */
-  name: string;
-  /** As the manifest asked; lowered to the server's caps when loaded. */
-  limits: ModuleLimitsInput;
-  pushedAt: number;
-}
-
-interface AliasRecord {
-  name: string;
-  version: string;
-  hash: string;
-  pushedAt: number;
-}
-
-interface Index {
-  modules: Record<string, ModuleRecord>;
-  aliases: Record<string, AliasRecord>;
 }
 
 /** One alias of a module, as list and describe show it. */
@@ -60,17 +39,26 @@ export interface Resolved {
 }
 
 export interface RegistryOptions {
-  /** Directory of the index and the module files (created if missing). */
-  dir: string;
+  /** Directory of the index and the module files (created if missing), when no storage is given. */
+  dir?: string;
+  /** Where modules are kept (default: files in `dir`); the registry does not close it. */
+  storage?: ModuleStorage;
   manager: RuntimeManager;
   /** Largest module accepted, in bytes. */
   maxModuleBytes: number;
 }
 
+/** Least time between two reloads a lookup of an unknown module may cause on a shared storage. */
+const MISS_RELOAD_MS = 100;
+
 export class ModuleRegistry {
-  private readonly indexPath: string;
-  private readonly modulesDir: string;
+  private readonly storage: ModuleStorage;
   private index: Index;
+  /** A reload in progress (single-flight), and when the last one finished. */
+  private reloading: Promise<void> | undefined;
+  private reloadedAt = 0;
+  /** Bytes being read from the storage for a first load, by hash (single-flight). */
+  private readonly fetching = new Map<string, Promise<Runtime>>();
   /**
    * Bare-name resolution, name -> its newest alias: filled as names are resolved, emptied
    * whenever the index changes (save). Only names that resolve are kept, so refs that name
@@ -81,10 +69,45 @@ export class ModuleRegistry {
   private changing: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly options: RegistryOptions) {
-    this.modulesDir = join(options.dir, 'modules');
-    mkdirSync(this.modulesDir, { recursive: true });
-    this.indexPath = join(options.dir, 'registry.json');
-    this.index = existsSync(this.indexPath) ? (JSON.parse(readFileSync(this.indexPath, 'utf8')) as Index) : { modules: {}, aliases: {} };
+    if (!options.storage && !options.dir) throw new Error('a registry needs a storage or a directory');
+    this.storage = options.storage ?? new FileModuleStorage(options.dir!);
+    this.index = this.storage.loadSync?.() ?? { modules: {}, aliases: {} };
+  }
+
+  /**
+   * Reads the index from the storage again (another replica changed it): new aliases
+   * resolve, and modules deleted elsewhere stop resolving and are unloaded here once their
+   * calls in flight are done. Concurrent callers share one read.
+   */
+  reload(): Promise<void> {
+    this.reloading ??= (async () => {
+      try {
+        const next = await this.storage.load();
+        const gone = Object.keys(this.index.modules).filter((h) => !next.modules[h]);
+        this.index = next;
+        this.newest.clear();
+        await Promise.all(gone.map((h) => this.options.manager.unload(h)));
+      } finally {
+        this.reloadedAt = Date.now();
+        this.reloading = undefined;
+      }
+    })();
+    return this.reloading;
+  }
+
+  /**
+   * resolve(), and on a shared storage a reference this replica does not know yet makes it
+   * reload first (a module pushed on another replica is served here at once).
+   */
+  async resolveLatest(ref: string): Promise<Resolved> {
+    try {
+      return this.resolve(ref);
+    } catch (e) {
+      if (!this.storage.shared || !isPlughostError(e, 'NOT_FOUND')) throw e;
+      if (this.reloading) await this.reloading;
+      else if (Date.now() - this.reloadedAt >= MISS_RELOAD_MS) await this.reload();
+      return this.resolve(ref);
+    }
   }
 
   get maxModuleBytes(): number {
@@ -102,6 +125,7 @@ export class ModuleRegistry {
     }
     const limits = manifest.limits ?? {};
     return this.change(async () => {
+      if (this.storage.shared) await this.reload();
       const alias = aliasOf(name, version);
       const existing = this.index.aliases[alias];
       if (existing && existing.hash !== hash) {
@@ -115,14 +139,12 @@ export class ModuleRegistry {
       await this.options.manager.load(bytes, { name: known?.name ?? name, limits });
       if (existing) return { entry: this.entry(existing), created: false };
       const now = Date.now();
-      const next: Index = structuredClone(this.index);
-      if (!known) {
-        writeFileAtomic(this.fileOf(hash), bytes);
-        next.modules[hash] = { hash, sizeBytes: bytes.length, name, limits, pushedAt: now };
-      }
-      next.aliases[alias] = { name, version, hash, pushedAt: now };
-      this.save(next);
-      return { entry: this.entry(next.aliases[alias]!), created: true };
+      const record = { name, version, hash, pushedAt: now };
+      await this.storage.add(record, known ? undefined : { record: { hash, sizeBytes: bytes.length, name, limits, pushedAt: now }, bytes });
+      this.index = await this.storage.load();
+      this.newest.clear();
+      const stored = this.index.aliases[alias] ?? record;
+      return { entry: this.entry(stored), created: true };
     });
   }
 
@@ -157,7 +179,15 @@ export class ModuleRegistry {
     if (live) return Promise.resolve(live);
     const m = this.index.modules[resolved.hash];
     if (!m) return Promise.reject(new PlughostError('NOT_FOUND', `no module ${resolved.hash}`));
-    return this.options.manager.load(readFileSync(this.fileOf(m.hash)), { name: m.name, limits: m.limits });
+    // concurrent first calls share one read of the bytes (the manager shares the compile)
+    let loading = this.fetching.get(m.hash);
+    if (!loading) {
+      loading = this.storage.bytes(m.hash).then((bytes) => this.options.manager.load(bytes, { name: m.name, limits: m.limits }));
+      this.fetching.set(m.hash, loading);
+      const forget = () => this.fetching.delete(m.hash);
+      loading.then(forget, forget);
+    }
+    return loading;
   }
 
   /** Every alias, sorted by name then newest version first; optionally of one name. */
@@ -183,6 +213,7 @@ export class ModuleRegistry {
       throw new PlughostError('INVALID_ARGUMENT', `delete needs name@version or sha256:<hex>, not the bare name ${r.name} (it would remove every version)`);
     }
     return this.change(async () => {
+      if (this.storage.shared) await this.reload();
       const next: Index = structuredClone(this.index);
       let hash: string;
       const removed: string[] = [];
@@ -200,11 +231,10 @@ export class ModuleRegistry {
       for (const alias of removed) delete next.aliases[alias];
       const orphan = !Object.values(next.aliases).some((a) => a.hash === hash);
       if (orphan) delete next.modules[hash];
-      this.save(next);
-      if (orphan) {
-        await this.options.manager.unload(hash);
-        rmSync(this.fileOf(hash), { force: true });
-      }
+      await this.storage.remove(removed, orphan ? hash : undefined);
+      this.index = next;
+      this.newest.clear();
+      if (orphan) await this.options.manager.unload(hash);
       return { removedAliases: removed.sort(), moduleRemoved: orphan };
     });
   }
@@ -239,16 +269,6 @@ export class ModuleRegistry {
       limits: effectiveLimits(this.options.manager.options.limits, m.limits),
       pushedAt: a.pushedAt,
     };
-  }
-
-  private fileOf(hash: string): string {
-    return join(this.modulesDir, `${hash.slice('sha256:'.length)}.wasm`);
-  }
-
-  private save(next: Index): void {
-    writeFileAtomic(this.indexPath, JSON.stringify(next, null, 2));
-    this.index = next;
-    this.newest.clear();
   }
 
   private change<T>(fn: () => Promise<T>): Promise<T> {

@@ -344,7 +344,11 @@ class Call {
     if (!store) return reply;
     const txn = this.bridged?.txn;
     const tree = this.tree;
-    if (reply.status !== STATUS.OK) txn?.rollback();
+    if (reply.status !== STATUS.OK || txn?.failure) txn?.rollback();
+    // the store failed under the call (a shared database gone, a conflict): whatever the guest made of its err, nothing is kept
+    if (txn?.failure) throw txn.failure;
+    const failedUnder = [...(tree?.txns.values() ?? [])].find((e) => e.txn.failure)?.txn.failure;
+    if (failedUnder) throw failedUnder;
     let scopesWritten = 0;
     try {
       const t0 = performance.now();

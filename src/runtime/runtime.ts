@@ -90,12 +90,12 @@ export class Runtime {
    */
   invokeBatch(ctx: InvocationContext, fn: string | undefined, rows: readonly Uint8Array[]): Promise<RowOutcome[]> {
     if (!((this.usesKv || this.callsRun) && !this.services.kvInWorkers)) return this.track(() => runBatch(this, this.services, ctx, fn, rows));
-    // KV the workers cannot read goes over the bridge, one transaction (a call tree's, with run) per call: so one call per row
+    // KV the workers cannot read goes over the bridge, one transaction (a call tree's, with run) per
+    // call: so one call per row, at most poolSize at once (each holds a controller and a database
+    // connection; more would only wait for them, and a large batch would take every connection of the replica)
     return this.track(() =>
-      Promise.all(
-        rows.map((args) =>
-          this.invoke(ctx, fn, args).catch((e: unknown): RowOutcome => ({ ok: false, failure: isPlughostError(e) ? e : new PlughostError('INTERNAL', messageOf(e), { cause: e }) })),
-        ),
+      mapBounded(rows, this.poolSize, (args) =>
+        this.invoke(ctx, fn, args).catch((e: unknown): RowOutcome => ({ ok: false, failure: isPlughostError(e) ? e : new PlughostError('INTERNAL', messageOf(e), { cause: e }) })),
       ),
     );
   }
@@ -186,6 +186,20 @@ export class Runtime {
   unloadFrom(workers: readonly WorkerHost[]): void {
     for (const w of workers) w.unloadModule(this.moduleId);
   }
+}
+
+/** `fn` over `items` with at most `limit` running at once; results in item order. `fn` must not throw. */
+async function mapBounded<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  const lane = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, lane));
+  return out;
 }
 
 /** Whether all of `ps` settled within `ms`. */

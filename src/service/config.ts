@@ -20,6 +20,23 @@ export const configSchema = z.strictObject({
   // the runtime's own settings (workers, limits, timeouts, shutdownGraceMs...), defaults and bounds included
   ...runtimeOptionsSchema.shape,
   maxModuleBytes: int(1, 1024 * MiB).default(64 * MiB),
+  /**
+   * Where modules, tokens and KV live: `lmdb` (the data directory, one process) or the URL of
+   * a PostgreSQL (or CockroachDB, YugabyteDB) that several replicas share.
+   */
+  store: z.union([z.literal('lmdb'), z.string().regex(/^postgres(ql)?:\/\/./, 'must be lmdb or a postgres:// URL')]).default('lmdb'),
+  /** The PostgreSQL store's connection settings (used when store is a URL). */
+  postgres: z.strictObject({
+    /** Connections per replica; each call with KV holds one for its transaction. */
+    poolSize: int(1, 1000).default(16),
+    statementTimeoutMs: int(100).default(10_000),
+    /** The most a call waits for a connection before it fails with UNAVAILABLE. */
+    connectTimeoutMs: int(100).default(5_000),
+    /** How often each replica looks for module and token changes made elsewhere. */
+    pollMs: int(20, 60_000).default(1000),
+    /** TLS to the server (or put sslmode=... in the URL): a CA to verify it with; verify false accepts any certificate. */
+    tls: z.strictObject({ caFile: z.string().min(1).optional(), verify: z.boolean().default(true) }).optional(),
+  }).default({ poolSize: 16, statementTimeoutMs: 10_000, connectTimeoutMs: 5_000, pollMs: 1000 }),
   kv: z.strictObject({
     commitMode: z.enum(['grouped', 'per-call']).default('grouped'),
     lockTimeoutMs: int(1).default(10_000),

@@ -158,7 +158,7 @@ export class Invoker {
 
   /** Resolves the module, checks the caller may invoke it and that it has the function. */
   private async prepare(identity: Identity, req: Pick<CallRequest, 'module' | 'fn' | 'deadline' | 'signal' | 'onResolved'>, labels: { module: string; function: string }): Promise<{ runtime: Runtime; hash: string; name: string }> {
-    const resolved = this.registry.resolve(req.module);
+    const resolved = await this.registry.resolveLatest(req.module);
     labels.module = resolved.name;
     mayInvoke(identity, resolved.name);
     req.onResolved?.(resolved.hash);

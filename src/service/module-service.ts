@@ -118,7 +118,7 @@ export function moduleService({ tokens, registry, inflight, logger }: ModuleServ
 
     describeModule: unary<DescribeModuleRequest, DescribeModuleResponse>(inflight, async (call) => {
       authenticate(call.metadata, tokens);
-      const resolved = registry.resolve(call.request.module);
+      const resolved = await registry.resolveLatest(call.request.module);
       const runtime = await registry.runtime(resolved);
       const functions = await runtime.describe({ deadline: deadlineOf(call.getDeadline()) });
       return create(DescribeModuleResponseSchema, {

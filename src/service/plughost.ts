@@ -2,13 +2,13 @@
 // the registry, the tokens and the gRPC server. It owns all of them; `close()` shuts them
 // down in order: stop accepting, drain streams and calls, then the runtime, then the store.
 import { mkdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { file_plughost_v1_module, ModuleService } from '../../gen/plughost/v1/module_pb.js';
 import { file_plughost_v1_plugin, PluginService } from '../../gen/plughost/v1/plugin_pb.js';
-import { ADMIN_GRANT, TokenStore } from '../auth/tokens.js';
-import { LmdbKvStore } from '../kv/lmdb-store.js';
+import { ADMIN_GRANT, type TokenStore } from '../auth/tokens.js';
 import { ModuleRegistry } from '../registry/registry.js';
 import { RuntimeManager } from '../runtime/manager.js';
+import { openBackend, type Backend } from './backend.js';
 import { parseConfig, runtimeOptionsOf, type PlughostConfig, type PlughostConfigInput } from './config.js';
 import { Inflight } from './inflight.js';
 import { Invoker, RESPONSE_ENVELOPE_BYTES } from './invoker.js';
@@ -37,7 +37,7 @@ export class Plughost {
     readonly manager: RuntimeManager,
     readonly registry: ModuleRegistry,
     readonly tokens: TokenStore,
-    private readonly store: LmdbKvStore,
+    private readonly backend: Backend,
     private readonly sessions: Set<StreamSession>,
     private readonly inflight: Inflight,
     /** The admin token made on this start because there were none; shown once. */
@@ -52,14 +52,14 @@ export class Plughost {
     const config = parseConfig(input);
     const dataDir = resolve(config.dataDir);
     mkdirSync(dataDir, { recursive: true });
-    const tokens = new TokenStore(join(dataDir, 'tokens.json'));
-    const createdAdminToken = tokens.size === 0 ? tokens.add(ADMIN_GRANT).token : undefined;
     const logger = options.logger ?? createLogger(config.log.level);
+    // the data directory, or the PostgreSQL that replicas share
+    const backend = await openBackend(config, dataDir, logger);
+    const { store, tokens } = backend;
     // what runtime and transpiler workers print themselves goes to the log, never raw to stderr
     const sink: WorkerOutputSink = ({ worker, stream, line }) => logger.warn({ worker, stream }, line);
     const previousSink = setWorkerOutputSink(sink);
     const metrics = new Metrics();
-    const store = new LmdbKvStore({ path: join(dataDir, 'kv'), commitMode: config.kv.commitMode, lockTimeoutMs: config.kv.lockTimeoutMs });
     let manager: RuntimeManager | undefined;
     let metricsServer: Awaited<ReturnType<typeof serveMetrics>> | undefined;
     try {
@@ -71,7 +71,9 @@ export class Plughost {
           logger[GUEST_LOG_LEVEL[level] ?? 'info']({ reqId: ctx.requestId, subject: ctx.subject, module, guest: true }, message),
       });
       metrics.watch(manager);
-      const registry = new ModuleRegistry({ dir: dataDir, manager, maxModuleBytes: config.maxModuleBytes });
+      const registry = new ModuleRegistry({ storage: backend.modules, manager, maxModuleBytes: config.maxModuleBytes });
+      await backend.watch(registry);
+      const createdAdminToken = (await tokens.addFirst(ADMIN_GRANT))?.token;
       const sessions = new Set<StreamSession>();
       const inflight = new Inflight();
       const invoker = new Invoker(registry, { metrics, logger }, config.grpc.maxSendMessageBytes - RESPONSE_ENVELOPE_BYTES);
@@ -97,15 +99,15 @@ export class Plughost {
           throw e;
         }
       }
-      logger.info({ address: server.address, metrics: metricsServer?.address, dataDir, workers: manager.workers.length }, 'plughost listening');
-      const plughost = new Plughost(config, server, manager, registry, tokens, store, sessions, inflight, createdAdminToken, metrics, metricsServer, logger);
+      logger.info({ address: server.address, metrics: metricsServer?.address, dataDir, store: backend.kind, workers: manager.workers.length }, 'plughost listening');
+      const plughost = new Plughost(config, server, manager, registry, tokens, backend, sessions, inflight, createdAdminToken, metrics, metricsServer, logger);
       plughost.releaseOutput = () => restoreWorkerOutputSink(sink, previousSink);
       return plughost;
     } catch (e) {
       restoreWorkerOutputSink(sink, previousSink);
       await metricsServer?.close();
       await manager?.close();
-      await store.close();
+      await backend.close();
       throw e;
     }
   }
@@ -143,7 +145,7 @@ export class Plughost {
       await this.metricsServer?.close();
       // calls still running past the grace period fail with UNAVAILABLE and their workers stop
       await this.manager.close(Math.max(0, deadline - Date.now()));
-      await this.store.close();
+      await this.backend.close();
       this.releaseOutput();
       this.logger.info('plughost stopped');
       this.logger.flush();
