@@ -304,8 +304,8 @@ class PgTransaction implements KvTransaction {
           )) as unknown as [pg.QueryResult, pg.QueryResult<{ entries: string }>];
           this.entries = Number(locked.rows[0]!.entries);
         } else {
-          // sent without waiting: the connection runs it before the first read
-          c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY').catch(() => {});
+          // sent without waiting: the connection runs it before the first read; should it fail, so does the transaction
+          c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY').catch((e: unknown) => void (this.failure ??= pgFailure(e, 'begin')));
         }
         return c;
       } catch (e) {
@@ -324,8 +324,10 @@ class PgTransaction implements KvTransaction {
 
   async commit(): Promise<boolean> {
     if (this.state !== 'open') return false;
-    this.state = 'committed';
+    // what is queued first (an operation still on its way, a failed nested call going back to its savepoint)
     await this.queue;
+    if (this.state !== 'open') return false;
+    this.state = 'committed';
     const c = this.client ?? (this.opening ? await this.opening.catch(() => undefined) : undefined);
     if (!c) {
       this.end(undefined, false);

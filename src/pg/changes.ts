@@ -50,7 +50,8 @@ export class ChangePoller {
       for (const { what, version } of rows) {
         const before = this.seen.get(what);
         if (before === String(version)) continue;
-        if (reload && before !== undefined && this.reload[what]) await this.reload[what]();
+        // a version never seen (the first poll failed) counts as a change
+        if (reload && this.reload[what]) await this.reload[what]();
         this.seen.set(what, String(version));
       }
       if (this.failing) this.onOutage(undefined);

@@ -26,7 +26,8 @@ const RETRYABLE_CLASS = /^(40|08|57|53)/;
 /** A database failure, as the caller sees it: UNAVAILABLE (retryable) unless it is a bug of ours (a bad statement or schema). */
 export function pgFailure(e: unknown, what: string): PlughostError {
   if (e instanceof PlughostError) return e;
-  const code = (e as { code?: unknown }).code;
+  // only the server's errors carry a SQLSTATE: a socket's (EPIPE, EPERM...) look alike but are not
+  const code = e instanceof pg.DatabaseError ? e.code : undefined;
   const sqlstate = typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
   const detail = `${messageOf(e)}${sqlstate ? ` (SQLSTATE ${sqlstate})` : ''}`;
   // no SQLSTATE: the socket failed, timed out or was refused
@@ -52,6 +53,8 @@ export class PgDatabase {
       // the server ends a statement at statement_timeout; this bounds a dead socket
       query_timeout: options.statementTimeoutMs + 5_000,
       application_name: 'plughost',
+      // a replica that froze or lost its network while holding a scope's row lock is noticed by TCP keepalive, not hours later
+      keepAlive: true,
       ...(tls ? { ssl: { rejectUnauthorized: tls.verify, ...(tls.caFile ? { ca: readFileSync(tls.caFile, 'utf8') } : {}) } } : {}),
     });
     // an idle client whose server went away: the pool drops it and the next checkout reconnects

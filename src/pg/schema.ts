@@ -6,17 +6,21 @@
 import type pg from 'pg';
 import { isConflict, type PgDatabase } from './db.js';
 
-/** Each step moves the schema one version up; never edit a released step, add one. */
+/**
+ * Each step moves the schema one version up; never edit a released step, add one. Each
+ * statement may run again (IF NOT EXISTS, ON CONFLICT): an engine that commits DDL on its
+ * own inside a transaction (YugabyteDB by default) may have kept part of a step that failed.
+ */
 export const MIGRATIONS: readonly string[][] = [
   // 1: KV, modules, tokens, change versions
   [
-    `CREATE TABLE plughost_kv_scopes (tenant TEXT NOT NULL, module TEXT NOT NULL, entries BIGINT NOT NULL, version BIGINT NOT NULL, PRIMARY KEY (tenant, module))`,
-    `CREATE TABLE plughost_kv (tenant TEXT NOT NULL, module TEXT NOT NULL, k BYTEA NOT NULL, v BYTEA NOT NULL, PRIMARY KEY (tenant, module, k))`,
-    `CREATE TABLE plughost_modules (hash TEXT PRIMARY KEY, name TEXT NOT NULL, size_bytes BIGINT NOT NULL, limits TEXT NOT NULL, pushed_at BIGINT NOT NULL, bytes BYTEA NOT NULL)`,
-    `CREATE TABLE plughost_aliases (name TEXT NOT NULL, version TEXT NOT NULL, hash TEXT NOT NULL, pushed_at BIGINT NOT NULL, PRIMARY KEY (name, version))`,
-    `CREATE TABLE plughost_tokens (id TEXT PRIMARY KEY, sha256 TEXT NOT NULL UNIQUE, grant_json TEXT NOT NULL, created_at BIGINT NOT NULL)`,
-    `CREATE TABLE plughost_changes (what TEXT PRIMARY KEY, version BIGINT NOT NULL)`,
-    `INSERT INTO plughost_changes (what, version) VALUES ('modules', 0), ('tokens', 0)`,
+    `CREATE TABLE IF NOT EXISTS plughost_kv_scopes (tenant TEXT NOT NULL, module TEXT NOT NULL, entries BIGINT NOT NULL, version BIGINT NOT NULL, PRIMARY KEY (tenant, module))`,
+    `CREATE TABLE IF NOT EXISTS plughost_kv (tenant TEXT NOT NULL, module TEXT NOT NULL, k BYTEA NOT NULL, v BYTEA NOT NULL, PRIMARY KEY (tenant, module, k))`,
+    `CREATE TABLE IF NOT EXISTS plughost_modules (hash TEXT PRIMARY KEY, name TEXT NOT NULL, size_bytes BIGINT NOT NULL, limits TEXT NOT NULL, pushed_at BIGINT NOT NULL, bytes BYTEA NOT NULL)`,
+    `CREATE TABLE IF NOT EXISTS plughost_aliases (name TEXT NOT NULL, version TEXT NOT NULL, hash TEXT NOT NULL, pushed_at BIGINT NOT NULL, PRIMARY KEY (name, version))`,
+    `CREATE TABLE IF NOT EXISTS plughost_tokens (id TEXT PRIMARY KEY, sha256 TEXT NOT NULL UNIQUE, grant_json TEXT NOT NULL, created_at BIGINT NOT NULL)`,
+    `CREATE TABLE IF NOT EXISTS plughost_changes (what TEXT PRIMARY KEY, version BIGINT NOT NULL)`,
+    `INSERT INTO plughost_changes (what, version) VALUES ('modules', 0), ('tokens', 0) ON CONFLICT (what) DO NOTHING`,
   ],
 ];
 

@@ -47,15 +47,18 @@ export class PgModuleStorage implements ModuleStorage {
     });
   }
 
-  async remove(aliases: string[], hash?: string): Promise<void> {
-    await this.db.transaction(async (c) => {
+  async remove(aliases: string[], hash?: string): Promise<boolean> {
+    return this.db.transaction(async (c) => {
       for (const a of aliases) {
         const at = a.lastIndexOf('@');
         await c.query('DELETE FROM plughost_aliases WHERE name = $1 AND version = $2', [a.slice(0, at), a.slice(at + 1)]);
       }
-      // the bytes go only if no alias (here or pushed meanwhile elsewhere) still names them
-      if (hash) await c.query('DELETE FROM plughost_modules WHERE hash = $1 AND NOT EXISTS (SELECT 1 FROM plughost_aliases WHERE hash = $1)', [hash]);
+      // decided here, not from a replica's index: the bytes go only if no alias (here or
+      // pushed meanwhile elsewhere) still names them, and they do go when the last one went
+      // here, whatever another replica removed at the same time
+      const gone = hash ? ((await c.query('DELETE FROM plughost_modules WHERE hash = $1 AND NOT EXISTS (SELECT 1 FROM plughost_aliases WHERE hash = $1)', [hash])).rowCount ?? 0) > 0 : false;
       await bumpChange(c, 'modules');
+      return gone;
     });
   }
 

@@ -86,7 +86,9 @@ export class ModuleRegistry {
         const gone = Object.keys(this.index.modules).filter((h) => !next.modules[h]);
         this.index = next;
         this.newest.clear();
-        await Promise.all(gone.map((h) => this.options.manager.unload(h)));
+        // not waited for: a deleted module's calls in flight may run long, and the poller (tokens too) must go on
+        // (unload only waits and frees: it does not fail; the manager's close waits for what is left)
+        for (const h of gone) void this.options.manager.unload(h).catch(() => {});
       } finally {
         this.reloadedAt = Date.now();
         this.reloading = undefined;
@@ -140,7 +142,9 @@ export class ModuleRegistry {
       if (existing) return { entry: this.entry(existing), created: false };
       const now = Date.now();
       const record = { name, version, hash, pushedAt: now };
-      await this.storage.add(record, known ? undefined : { record: { hash, sizeBytes: bytes.length, name, limits, pushedAt: now }, bytes });
+      // a shared store gets the bytes every time: another replica may have removed them meanwhile
+      const module = { record: { hash, sizeBytes: bytes.length, name: known?.name ?? name, limits, pushedAt: known?.pushedAt ?? now }, bytes };
+      await this.storage.add(record, known && !this.storage.shared ? undefined : module);
       this.index = await this.storage.load();
       this.newest.clear();
       const stored = this.index.aliases[alias] ?? record;
@@ -230,12 +234,13 @@ export class ModuleRegistry {
       }
       for (const alias of removed) delete next.aliases[alias];
       const orphan = !Object.values(next.aliases).some((a) => a.hash === hash);
-      if (orphan) delete next.modules[hash];
-      await this.storage.remove(removed, orphan ? hash : undefined);
-      this.index = next;
+      // a shared store decides itself whether the bytes go (other replicas remove aliases too)
+      const gone = await this.storage.remove(removed, orphan || this.storage.shared ? hash : undefined);
+      if (gone) delete next.modules[hash];
+      this.index = this.storage.shared ? await this.storage.load() : next;
       this.newest.clear();
-      if (orphan) await this.options.manager.unload(hash);
-      return { removedAliases: removed.sort(), moduleRemoved: orphan };
+      if (gone) await this.options.manager.unload(hash);
+      return { removedAliases: removed.sort(), moduleRemoved: gone };
     });
   }
 

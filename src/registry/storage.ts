@@ -43,8 +43,11 @@ export interface ModuleStorage {
    * ALREADY_EXISTS when the alias names other bytes (another replica pushed it meanwhile).
    */
   add(alias: AliasRecord, module?: { record: ModuleRecord; bytes: Uint8Array }): Promise<void>;
-  /** Removes aliases, and the module (record and bytes) when `hash` is given. */
-  remove(aliases: string[], hash?: string): Promise<void>;
+  /**
+   * Removes aliases, and the module (record and bytes) when `hash` is given and no alias
+   * names it any more; resolves to whether the module went.
+   */
+  remove(aliases: string[], hash?: string): Promise<boolean>;
   /** A stored module's bytes (NOT_FOUND once it is deleted). */
   bytes(hash: string): Promise<Uint8Array>;
 }
@@ -81,12 +84,13 @@ export class FileModuleStorage implements ModuleStorage {
     this.save(next);
   }
 
-  async remove(aliases: string[], hash?: string): Promise<void> {
+  async remove(aliases: string[], hash?: string): Promise<boolean> {
     const next = structuredClone(this.index);
     for (const a of aliases) delete next.aliases[a];
     if (hash) delete next.modules[hash];
     this.save(next);
     if (hash) rmSync(this.fileOf(hash), { force: true });
+    return hash !== undefined;
   }
 
   async bytes(hash: string): Promise<Uint8Array> {

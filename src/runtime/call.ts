@@ -59,6 +59,8 @@ export interface BridgedCall {
   parent?: BridgedCall;
   /** Aborted when the call ends (stops a sql it is waiting for). */
   ended?: AbortController;
+  /** A KV operation of it got no answer in time (it may still land): the call must not commit. */
+  kvFailure?: PlughostError;
 }
 
 export type Job =
@@ -344,10 +346,10 @@ class Call {
     if (!store) return reply;
     const txn = this.bridged?.txn;
     const tree = this.tree;
-    if (reply.status !== STATUS.OK || txn?.failure) txn?.rollback();
-    // the store failed under the call (a shared database gone, a conflict): whatever the guest made of its err, nothing is kept
-    if (txn?.failure) throw txn.failure;
-    const failedUnder = [...(tree?.txns.values() ?? [])].find((e) => e.txn.failure)?.txn.failure;
+    // the store failed under the call (a shared database gone, a conflict, an operation with
+    // no answer in time): whatever the guest made of its err, nothing is kept
+    const failedUnder = txn?.failure ?? this.bridged?.kvFailure ?? tree?.kvFailure ?? [...(tree?.txns.values() ?? [])].find((e) => e.txn.failure)?.txn.failure;
+    if (reply.status !== STATUS.OK || failedUnder) txn?.rollback();
     if (failedUnder) throw failedUnder;
     let scopesWritten = 0;
     try {

@@ -285,13 +285,37 @@ export class RuntimeManager implements PoolHost, CallServices, HostCallHandler, 
       // the calls of one tree share one transaction per scope (nested.ts), each with its own access
       if (call.tree) {
         if (KV_WRITE_OPS.has(op) && call.access !== 'write') throw new KvOpError(writeDenied(op));
-        return { ok: await call.tree.txnFor(store, call.scope, call.access, call.runtime.limits.kv, call.lockHeld).apply(op, args) };
+        return { ok: await this.inTime(call, op, call.tree.txnFor(store, call.scope, call.access, call.runtime.limits.kv, call.lockHeld).apply(op, args)) };
       }
       call.txn ??= store.begin(call.scope, call.access, call.runtime.limits.kv, { lockHeld: call.lockHeld });
-      return { ok: await call.txn.apply(op, args) };
+      return { ok: await this.inTime(call, op, call.txn.apply(op, args)) };
     } catch (e) {
       if (e instanceof KvOpError) return { err: e.message };
       throw e;
+    }
+  }
+
+  /**
+   * A KV operation over the bridge answers within hostCallTimeoutMs (the guest stops waiting
+   * then). One that has not by then may still land in its transaction: the call must not
+   * commit, so its tree (or the call) is marked failed and the guest gets err.
+   */
+  private async inTime<T>(call: BridgedCall, op: string, p: Promise<T>): Promise<T> {
+    const ms = this.options.hostCallTimeoutMs;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        p,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => {
+            const e = new PlughostError('UNAVAILABLE', `${op}: the KV store gave no answer within hostCallTimeoutMs (${ms} ms); nothing the call wrote is committed`);
+            (call.tree ?? call).kvFailure ??= e;
+            reject(new KvOpError(e.message));
+          }, ms);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 

@@ -94,6 +94,8 @@ export class CallTree {
   readonly ended: number[] = [];
   /** The top-level call is over: nothing may be taken for the tree any more. */
   closed = false;
+  /** A KV operation of one of its calls got no answer in time (it may still land): the tree must not commit. */
+  kvFailure: PlughostError | undefined;
 
   constructor(
     /** The top-level call's module: the call holds one of its permits. */

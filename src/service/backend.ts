@@ -57,7 +57,8 @@ export async function openBackend(config: PlughostConfig, dataDir: string, logge
           else logger.info('reading module and token changes from PostgreSQL again');
         });
         await poller.start();
-        await registry.reload();
+        // what changed between the first reads and the poller's first look (the workers start in between)
+        await Promise.all([registry.reload(), tokens.reload()]);
       },
       close: async () => {
         await poller?.stop();
