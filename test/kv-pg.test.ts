@@ -5,7 +5,7 @@ import test from 'ava';
 import pg from 'pg';
 import { kvSuite } from './helpers/kv-suite.js';
 import { testPgOptions, usePgCluster } from './helpers/postgres.js';
-import { PgDatabase } from '../src/pg/db.js';
+import { PgDatabase, pgFailure } from '../src/pg/db.js';
 import { PgKvStore } from '../src/kv/pg-store.js';
 import { DEFAULT_KV_LIMITS } from '../src/runtime/options.js';
 import { isPlughostError } from '../src/errors.js';
@@ -107,4 +107,14 @@ test.serial('postgres: 16 writers of 16 scopes at once all commit (no spurious c
   t.is(counterOf(await r.apply('kvGet', ['n'])), 20);
   t.is(await r.apply('kvCount', [{ reverse: false }]), 21n);
   await r.commit();
+});
+
+test('a socket error is UNAVAILABLE, though its code looks like a SQLSTATE; the server\'s own errors keep theirs', (t) => {
+  const epipe = Object.assign(new Error('write EPIPE'), { code: 'EPIPE' });
+  t.is(pgFailure(epipe, 'kvGet').code, 'UNAVAILABLE');
+  const missing = Object.assign(new pg.DatabaseError('relation "x" does not exist', 0, 'error'), { code: '42P01' });
+  t.is(pgFailure(missing, 'kvGet').code, 'INTERNAL');
+  const conflict = Object.assign(new pg.DatabaseError('could not serialize access', 0, 'error'), { code: '40001' });
+  t.regex(pgFailure(conflict, 'commit').message, /SQLSTATE 40001/);
+  t.is(pgFailure(conflict, 'commit').code, 'UNAVAILABLE');
 });

@@ -13,7 +13,7 @@ import { scopeId, scopeKeys, type ScopeKeys } from './keys.js';
 import { LmdbReader, openLmdbEnv, type LmdbEnv } from './lmdb-env.js';
 import { ScopeLocks } from './scope-locks.js';
 import { KvTxn } from './txn.js';
-import type { KvAccess, KvCommit, KvLimits, KvScope, KvStore, KvTransaction } from './types.js';
+import type { KvAccess, KvCommit, KvLimits, KvScope, KvStore, KvTransaction, Savepoint } from './types.js';
 
 export interface LmdbKvStoreOptions {
   /** Directory of the LMDB environment (created if missing). */
@@ -233,12 +233,15 @@ class MainThreadTransaction implements KvTransaction {
     this.unlock();
   }
 
-  savepoint(): () => void {
+  savepoint(): Savepoint {
     const t = this.txn;
     const saved = { buffer: new Map(t.buffer), entryDelta: t.entryDelta };
-    return () => {
-      t.buffer = new Map(saved.buffer);
-      t.entryDelta = saved.entryDelta;
+    return {
+      undo: () => {
+        t.buffer = new Map(saved.buffer);
+        t.entryDelta = saved.entryDelta;
+      },
+      release: () => {},
     };
   }
 

@@ -28,7 +28,7 @@ import { KvOpError } from './kv-error.js';
 import { decodeKey, encodeKey, mapKey, scopeId, type ScopeKeys } from './keys.js';
 import { ScopeLocks } from './scope-locks.js';
 import { checkAccess, checkBatch, checkValue, entryLimitReached, rangeTooBig } from './txn.js';
-import type { KvAccess, KvLimits, KvScope, KvStore, KvTransaction } from './types.js';
+import type { KvAccess, KvLimits, KvScope, KvStore, KvTransaction, Savepoint } from './types.js';
 
 /** Keys as the guest gives them: the scope is in columns of their own. */
 const BARE: ScopeKeys = { prefix: Buffer.alloc(0), below: Buffer.alloc(0), above: Buffer.alloc(0), id: '' };
@@ -367,7 +367,7 @@ class PgTransaction implements KvTransaction {
    * there is nothing to keep, and going back ends the transaction, which opens again (and
    * locks again) on its next operation.
    */
-  savepoint(): () => void {
+  savepoint(): Savepoint {
     const name = `plughost_${++this.savepoints}`;
     const was = { delta: this.delta, wrote: this.wrote, known: new Map(this.known) };
     let marked = false;
@@ -377,7 +377,14 @@ class PgTransaction implements KvTransaction {
       marked = true;
     });
     this.queue = mark.catch((e) => void (this.failure ??= pgFailure(e, 'savepoint')));
-    return () => {
+    const release = () => {
+      // let go once it is not needed: PostgreSQL slows every session once a transaction holds more than 64 subtransactions
+      const let_go = this.queue.then(async () => {
+        if (marked && this.state === 'open' && !this.failure && this.client) await this.client.query(`RELEASE SAVEPOINT ${name}`);
+      });
+      this.queue = let_go.catch((e) => void (this.failure ??= pgFailure(e, 'release savepoint')));
+    };
+    const undo = () => {
       const back = this.queue.then(async () => {
         if (this.state !== 'open' || this.failure) return;
         if (marked) await this.client!.query(`ROLLBACK TO SAVEPOINT ${name}`);
@@ -396,6 +403,7 @@ class PgTransaction implements KvTransaction {
       });
       this.queue = back.catch((e) => void (this.failure ??= pgFailure(e, 'rollback to savepoint')));
     };
+    return { undo, release };
   }
 
   rollback(): void {

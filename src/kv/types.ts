@@ -36,6 +36,12 @@ export interface KvCommit {
 }
 
 /** One invocation's view of its scope: reads see its own writes; nothing is visible to others before commit. */
+/** A point in a transaction to go back to (see KvTransaction.savepoint). */
+export interface Savepoint {
+  undo(): void;
+  release(): void;
+}
+
 export interface KvTransaction {
   /** Runs one host import by its jco name (`kvGet`, `kvSetBatch`...). Throws KvOpError for a guest-visible err. */
   apply(op: string, args: unknown[]): Promise<unknown>;
@@ -54,9 +60,10 @@ export interface KvTransaction {
   /**
    * Marks where the transaction stands; the function returned takes it back there (the
    * writes made since are forgotten). A call made with `run` that fails undoes its writes
-   * to a transaction of its caller's tree this way.
+   * to a transaction of its caller's tree this way (`undo`); one that succeeds lets it go
+   * (`release`). Exactly one of the two is called.
    */
-  savepoint(): () => void;
+  savepoint(): Savepoint;
 }
 
 export interface KvStore {

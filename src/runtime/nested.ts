@@ -8,7 +8,7 @@
 // top-level call, or dropped with it (call.ts).
 import { PlughostError, messageOf } from '../errors.js';
 import { scopeId } from '../kv/keys.js';
-import type { KvAccess, KvCommit, KvLimits, KvScope, KvStore, KvTransaction } from '../kv/types.js';
+import type { KvAccess, KvCommit, KvLimits, KvScope, KvStore, KvTransaction, Savepoint } from '../kv/types.js';
 import type { BridgedCall } from './call.js';
 import type { Controller } from './controller.js';
 import type { ControlMessage } from './protocol.js';
@@ -49,8 +49,8 @@ export interface RunPlan {
 }
 
 interface OpenNested {
-  /** Takes the tree's transactions (a store the workers cannot read) back to where they stood when it began. */
-  undo: () => void;
+  /** Where the tree's transactions (a store the workers cannot read) stood when it began. */
+  savepoint: Savepoint;
   runtime: Runtime;
   controller: Controller;
   target: RunTarget;
@@ -150,13 +150,17 @@ export class CallTree {
     return e.txn;
   }
 
-  /** Where the tree's transactions stand, to take them back to when a nested call fails. */
-  savepoint(): () => void {
+  /** Where the tree's transactions stand, to take them back to when a nested call fails (`undo`), or let go when it succeeds (`release`). */
+  savepoint(): Savepoint {
     const before = new Map([...this.txns].map(([id, e]) => [id, { e, back: e.txn.savepoint() }]));
-    return () => {
+    const release = () => {
+      for (const { back } of before.values()) back.release();
+    };
+    const undo = () => {
+      for (const [id, was] of before) if (this.txns.get(id) !== was.e) was.back.release();
       for (const [id, e] of [...this.txns]) {
         const was = before.get(id);
-        if (was?.e === e) was.back();
+        if (was?.e === e) was.back.undo();
         else {
           // opened (or opened anew for a writer) by the failed call: nothing of it stays
           this.didRead ||= e.txn.didRead;
@@ -166,6 +170,7 @@ export class CallTree {
         }
       }
     };
+    return { undo, release };
   }
 
   releaseLocks(): void {
@@ -284,7 +289,7 @@ export class NestedCalls {
     };
     const callId = this.host.beginBridgedCall(nested);
     const limit = worker.enterNested(runsUntil, ownEnd <= endsAt ? `the time limit of ${name} (${rt.limits.maxExecutionMs} ms)` : "what was left of its caller's time limit");
-    tree.open.set(callId, { undo: tree.savepoint(), runtime: rt, controller, target, fn, startedAt, limit, bridged: nested, access, sentLoad: load !== undefined });
+    tree.open.set(callId, { savepoint: tree.savepoint(), runtime: rt, controller, target, fn, startedAt, limit, bridged: nested, access, sentLoad: load !== undefined });
     let flags = controller.started ? 0 : FLAG.CREATE | (rt.component.exports.has('init') ? FLAG.INIT : 0);
     if (access !== 'none') {
       flags |= access === 'write' ? FLAG.KV_WRITE | FLAG.KV_READ : FLAG.KV_READ;
@@ -321,7 +326,8 @@ export class NestedCalls {
     if (writeable !== undefined) rt.rememberWriteable(open.fn, writeable);
     if (didRead) tree.didRead = true;
     this.settle(tree, rt, controller, status);
-    if (status !== STATUS.OK) open.undo();
+    if (status !== STATUS.OK) open.savepoint.undo();
+    else open.savepoint.release();
     const outcome = status === STATUS.OK ? 'ok' : status === STATUS.GUEST_ERROR ? 'guest_error' : status === STATUS.INIT_FAILED ? 'INIT_FAILED' : status === STATUS.MEMORY ? 'MEMORY_LIMIT' : 'TRAP';
     target.finished?.(outcome, (performance.now() - open.startedAt) / 1000);
     return { ok: undefined };
