@@ -21,7 +21,7 @@
 // failure (a 40001 at COMMIT, the database gone) fails the call with UNAVAILABLE and
 // nothing written. Workers cannot read this store (`local` is unset): every KV operation
 // comes over the host-call bridge.
-import type pg from 'pg';
+import pg from 'pg';
 import { PlughostError } from '../errors.js';
 import { isConflict, pgFailure, type PgDatabase } from '../pg/db.js';
 import { KvOpError } from './kv-error.js';
@@ -413,6 +413,10 @@ class PgTransaction implements KvTransaction {
       await this.queue;
       const c = this.client ?? (this.opening ? await this.opening.catch(() => undefined) : undefined);
       if (!c) return this.end(undefined, false);
+      // a connection that failed (no answer from the server, the socket gone) is not asked
+      // for a ROLLBACK that would queue behind the query it hangs on: it is dropped, and the
+      // server rolls back when it sees it gone
+      if (this.failure && !(this.failure.cause instanceof pg.DatabaseError)) return this.end(c, true);
       let broken = false;
       await c.query('ROLLBACK').catch(() => (broken = true));
       this.end(c, broken);

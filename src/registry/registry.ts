@@ -56,7 +56,10 @@ export class ModuleRegistry {
   private index: Index;
   /** A reload in progress (single-flight), and when the last one finished. */
   private reloading: Promise<void> | undefined;
-  private reloadedAt = 0;
+  /** When the last reload began (performance.now()). */
+  private reloadStartedAt = -Infinity;
+  /** Counts this replica's own changes: a reload that began before one must not put back the index it replaced. */
+  private generation = 0;
   /** Bytes being read from the storage for a first load, by hash (single-flight). */
   private readonly fetching = new Map<string, Promise<Runtime>>();
   /**
@@ -81,8 +84,12 @@ export class ModuleRegistry {
    */
   reload(): Promise<void> {
     this.reloading ??= (async () => {
+      this.reloadStartedAt = performance.now();
+      const generation = this.generation;
       try {
         const next = await this.storage.load();
+        // a push or delete here meanwhile installed an index newer than this read
+        if (this.generation !== generation) return;
         const gone = Object.keys(this.index.modules).filter((h) => !next.modules[h]);
         this.index = next;
         this.newest.clear();
@@ -90,7 +97,6 @@ export class ModuleRegistry {
         // (unload only waits and frees: it does not fail; the manager's close waits for what is left)
         for (const h of gone) void this.options.manager.unload(h).catch(() => {});
       } finally {
-        this.reloadedAt = Date.now();
         this.reloading = undefined;
       }
     })();
@@ -106,8 +112,19 @@ export class ModuleRegistry {
       return this.resolve(ref);
     } catch (e) {
       if (!this.storage.shared || !isPlughostError(e, 'NOT_FOUND')) throw e;
+      // wait for a read of the index that began after this lookup (one that began before may
+      // predate the push being looked for); reads a miss causes are MISS_RELOAD_MS apart, so
+      // names nobody pushed cannot flood the database
+      const asked = performance.now();
+      while (this.reloadStartedAt < asked) {
+        if (this.reloading) await this.reloading;
+        else {
+          const wait = this.reloadStartedAt + MISS_RELOAD_MS - performance.now();
+          if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+          else await this.reload();
+        }
+      }
       if (this.reloading) await this.reloading;
-      else if (Date.now() - this.reloadedAt >= MISS_RELOAD_MS) await this.reload();
       return this.resolve(ref);
     }
   }
@@ -145,6 +162,7 @@ export class ModuleRegistry {
       // a shared store gets the bytes every time: another replica may have removed them meanwhile
       const module = { record: { hash, sizeBytes: bytes.length, name: known?.name ?? name, limits, pushedAt: known?.pushedAt ?? now }, bytes };
       await this.storage.add(record, known && !this.storage.shared ? undefined : module);
+      this.generation++;
       this.index = await this.storage.load();
       this.newest.clear();
       const stored = this.index.aliases[alias] ?? record;
@@ -237,6 +255,7 @@ export class ModuleRegistry {
       // a shared store decides itself whether the bytes go (other replicas remove aliases too)
       const gone = await this.storage.remove(removed, orphan || this.storage.shared ? hash : undefined);
       if (gone) delete next.modules[hash];
+      this.generation++;
       this.index = this.storage.shared ? await this.storage.load() : next;
       this.newest.clear();
       if (gone) await this.options.manager.unload(hash);
