@@ -4,7 +4,7 @@
 // `close()` is bounded: calls still running after the grace period fail with UNAVAILABLE
 // and their workers are terminated.
 import { compileComponent, hashOf } from '../component/load.js';
-import { PlughostError } from '../errors.js';
+import { PlughostError, messageOf } from '../errors.js';
 import { KvOpError, type KvStore } from '../kv/types.js';
 import { KV_OPS, KV_WRITE_OPS, writeDenied } from '../kv/txn.js';
 import type { BridgedCall, CallServices } from './call.js';
@@ -16,6 +16,7 @@ import { Runtime } from './runtime.js';
 import type { HostCallHandler, WorkerHost } from './worker-host.js';
 import { WorkerPool } from './worker-pool.js';
 import { LogLimiter } from '../util/log-limiter.js';
+import { within } from '../util/within.js';
 import { workerOutputDropped } from '../util/worker-output.js';
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error';
@@ -271,7 +272,7 @@ export class RuntimeManager implements PoolHost, CallServices, HostCallHandler, 
       case 'runBegin':
         return this.nested.begin(call, String(args[0]), args[1] === undefined ? undefined : String(args[1]));
       case 'runWriteable':
-        return this.nested.writeable(call, args[0] === true);
+        return this.nested.writeable(call, callId, args[0] === true);
       case 'runEnd':
         return this.nested.end(call, args[0] as number, args[1] as number, args[2] === true, args[3] as boolean | undefined, args[4] === true);
       case 'runCommits':
@@ -300,23 +301,13 @@ export class RuntimeManager implements PoolHost, CallServices, HostCallHandler, 
    * then). One that has not by then may still land in its transaction: the call must not
    * commit, so its tree (or the call) is marked failed and the guest gets err.
    */
-  private async inTime<T>(call: BridgedCall, op: string, p: Promise<T>): Promise<T> {
+  private inTime<T>(call: BridgedCall, op: string, p: Promise<T>): Promise<T> {
     const ms = this.options.hostCallTimeoutMs;
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      return await Promise.race([
-        p,
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => {
-            const e = new PlughostError('UNAVAILABLE', `${op}: the KV store gave no answer within hostCallTimeoutMs (${ms} ms); nothing the call wrote is committed`);
-            (call.tree ?? call).kvFailure ??= e;
-            reject(new KvOpError(e.message));
-          }, ms);
-        }),
-      ]);
-    } finally {
-      clearTimeout(timer);
-    }
+    return within(p, ms, () => {
+      const e = new PlughostError('UNAVAILABLE', `${op}: the KV store gave no answer within hostCallTimeoutMs (${ms} ms); nothing the call wrote is committed`);
+      (call.tree ?? call).kvFailure ??= e;
+      return new KvOpError(e.message);
+    });
   }
 
   /** A guest's `sql`: asks whoever the call's context names, within hostCallTimeoutMs and the call's own time. */
@@ -334,14 +325,12 @@ export class RuntimeManager implements PoolHost, CallServices, HostCallHandler, 
     outer?.addEventListener('abort', onAbort, { once: true });
     // the call may end without the guest giving up (its worker stopped): then so does the wait
     call.ended = giveUp;
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<{ err: string }>((resolve) => {
-      timer = setTimeout(() => resolve({ err: `sql got no answer from the engine within ${timeoutMs} ms` }), timeoutMs);
-    });
     try {
-      return await Promise.race([answer({ query: String(query), vars, row: call.row(), timeoutMs, signal: giveUp.signal }), late]);
+      // the answerer never throws: only the wait's end does
+      return await within(answer({ query: String(query), vars, row: call.row(), timeoutMs, signal: giveUp.signal }), timeoutMs, () => new Error(`sql got no answer from the engine within ${timeoutMs} ms`));
+    } catch (e) {
+      return { err: messageOf(e) };
     } finally {
-      clearTimeout(timer);
       outer?.removeEventListener('abort', onAbort);
       giveUp.abort();
     }

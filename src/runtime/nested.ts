@@ -15,6 +15,7 @@ import type { ControlMessage } from './protocol.js';
 import type { Runtime } from './runtime.js';
 import type { NestedLimit } from './worker-host.js';
 import { FLAG, STATUS } from './shared/wire.js';
+import { within } from '../util/within.js';
 
 /** What a `run` reference resolved to, under the caller's identity. */
 export interface RunTarget {
@@ -58,8 +59,6 @@ interface OpenNested {
   startedAt: number;
   /** Its limit on the watchdog of its worker. */
   limit: NestedLimit;
-  /** Its bridged call, whose access waits for function-writeable's answer. */
-  bridged: BridgedCall;
   /** The access it was planned with (before function-writeable's answer). */
   access: KvAccess;
   /** Its module was sent to the worker with the plan: loaded there once the worker says it ended. */
@@ -212,7 +211,7 @@ export class NestedCalls {
     if (waitUntil <= now()) return { err: `run ${ref}: the call has no time left` };
     let target: RunTarget;
     try {
-      target = await within(ctx.resolveRun ? ctx.resolveRun(ref, fn) : Promise.resolve(this.loaded(ref, ctx.kvAccess)), waitUntil - now(), `resolving ${ref}`, ctx.signal);
+      target = await waitFor(ctx.resolveRun ? ctx.resolveRun(ref, fn) : Promise.resolve(this.loaded(ref, ctx.kvAccess)), waitUntil - now(), `resolving ${ref}`, ctx.signal);
     } catch (e) {
       return { err: `run ${ref}: ${messageOf(e)}` };
     }
@@ -249,7 +248,7 @@ export class NestedCalls {
       if (!(id === tree.topScope && tree.topLocked()) && !tree.locks.has(id)) {
         let unlock: () => void;
         try {
-          unlock = await within(store!.lockScope(scope, Math.max(0, waitUntil - now())), waitUntil - now() + 1000, `the write lock of ${name}`, ctx.signal, (late) => late());
+          unlock = await waitFor(store!.lockScope(scope, Math.max(0, waitUntil - now())), waitUntil - now() + 1000, `the write lock of ${name}`, ctx.signal, (late) => late());
         } catch (e) {
           this.settle(tree, rt, controller, STATUS.OK);
           return failed('POOL_EXHAUSTED', `${messageOf(e)} (tenant ${scope.tenant}, module ${name})`);
@@ -289,7 +288,7 @@ export class NestedCalls {
     };
     const callId = this.host.beginBridgedCall(nested);
     const limit = worker.enterNested(runsUntil, ownEnd <= endsAt ? `the time limit of ${name} (${rt.limits.maxExecutionMs} ms)` : "what was left of its caller's time limit");
-    tree.open.set(callId, { savepoint: tree.savepoint(), runtime: rt, controller, target, fn, startedAt, limit, bridged: nested, access, sentLoad: load !== undefined });
+    tree.open.set(callId, { savepoint: tree.savepoint(), runtime: rt, controller, target, fn, startedAt, limit, access, sentLoad: load !== undefined });
     let flags = controller.started ? 0 : FLAG.CREATE | (rt.component.exports.has('init') ? FLAG.INIT : 0);
     if (access !== 'none') {
       flags |= access === 'write' ? FLAG.KV_WRITE | FLAG.KV_READ : FLAG.KV_READ;
@@ -300,8 +299,8 @@ export class NestedCalls {
   }
 
   /** `runWriteable`: the nested call's function-writeable answered (posted before any KV operation of it). */
-  writeable(nested: BridgedCall, writeable: boolean): Answer {
-    const open = nested.tree?.open.get(this.callIdOf(nested));
+  writeable(nested: BridgedCall, callId: number, writeable: boolean): Answer {
+    const open = nested.tree?.open.get(callId);
     if (!open) return { ok: undefined };
     open.runtime.rememberWriteable(open.fn, writeable);
     nested.access = writeable ? open.access : 'read';
@@ -344,11 +343,6 @@ export class NestedCalls {
     return { ok: undefined };
   }
 
-  private callIdOf(nested: BridgedCall): number {
-    for (const [id, o] of nested.tree?.open ?? []) if (o.bridged === nested) return id;
-    return 0;
-  }
-
   private settle(tree: CallTree, rt: Runtime, c: Controller, status: number): void {
     const n = (tree.held.get(rt) ?? 1) - 1;
     if (n > 0) tree.held.set(rt, n);
@@ -365,33 +359,11 @@ export class NestedCalls {
   }
 }
 
-/**
- * `p`, or a TIMEOUT error once `ms` have passed, or CANCELLED when `signal` aborts. A value
- * that comes after either is given to `late` (a lock granted after all, to release).
- */
-async function within<T>(p: Promise<T>, ms: number, what: string, signal?: AbortSignal, late?: (v: T) => void): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  let onAbort: (() => void) | undefined;
-  let gaveUp = false;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        const stop = (e: PlughostError) => {
-          gaveUp = true;
-          reject(e);
-        };
-        timer = setTimeout(() => stop(new PlughostError('TIMEOUT', `${what} took longer than the ${Math.round(ms)} ms left to wait`)), Math.max(0, ms));
-        if (signal) {
-          onAbort = () => stop(new PlughostError('CANCELLED', `the caller cancelled while waiting for ${what}`));
-          if (signal.aborted) onAbort();
-          else signal.addEventListener('abort', onAbort, { once: true });
-        }
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-    if (onAbort) signal!.removeEventListener('abort', onAbort);
-    if (gaveUp && late) p.then(late, () => {});
-  }
+/** Waits for `p` within `ms`: a TIMEOUT naming `what` after it, CANCELLED when the caller cancels. */
+function waitFor<T>(p: Promise<T>, ms: number, what: string, signal?: AbortSignal, late?: (v: T) => void): Promise<T> {
+  return within(p, ms, () => new PlughostError('TIMEOUT', `${what} took longer than the ${Math.round(ms)} ms left to wait`), {
+    signal,
+    cancelled: () => new PlughostError('CANCELLED', `the caller cancelled while waiting for ${what}`),
+    late,
+  });
 }

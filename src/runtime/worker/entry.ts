@@ -6,9 +6,9 @@
 // the worker spins briefly between them instead of sleeping (a wake-up costs more than a
 // small call); when they stop, it backs off and sleeps without blocking its event loop.
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
-import { scopeKeys, type ScopeKeys } from '../../kv/keys.js';
+import { mapKey, scopeKeys } from '../../kv/keys.js';
 import type { RunPlan } from '../nested.js';
-import { handUp, layPending, nestedCommits, viewOf, type Frame } from './kv-frames.js';
+import { baseOf, handUp, layPending, nestedCommits, viewOf, type Frame } from './kv-frames.js';
 import { KvOpError } from '../../kv/kv-error.js';
 import { LmdbReader, openLmdbEnv } from '../../kv/lmdb-env.js';
 import { OverlayReader } from '../../kv/layer.js';
@@ -193,14 +193,9 @@ function runNested(caller: Slot, plan: RunPlan, name: string | undefined, args: 
       if (plan.freshRead) kv.refresh();
       const scope = scopeOf(plan.tenant, plan.kvModule);
       const bases = parent?.bases ?? new Map<string, OverlayReader>();
-      const base = (s: Frame['scope']) => {
-        let b = bases.get(s.id);
-        if (!b) bases.set(s.id, (b = new OverlayReader(kv, [])));
-        return b;
-      };
       // a writer that just took its scope's lock reads through the commits still on their way
-      if (plan.overlay) for (const [k, v] of plan.overlay) base(scope).layer.set(Buffer.from(k.buffer, k.byteOffset, k.byteLength).toString('latin1'), v);
-      const txn = new KvTxn(viewOf(parent, scope.id, () => base(scope)), scope, access, c.module.kvLimits);
+      if (plan.overlay) for (const [k, v] of plan.overlay) baseOf(bases, kv, scope).layer.set(mapKey(Buffer.from(k.buffer, k.byteOffset, k.byteLength)), v);
+      const txn = new KvTxn(viewOf(parent, scope.id, () => baseOf(bases, kv, scope)), scope, access, c.module.kvLimits);
       frame = { scope, txn, pending: new Map(), parent, bases };
     }
     slot.callId = plan.callId;
@@ -208,7 +203,7 @@ function runNested(caller: Slot, plan: RunPlan, name: string | undefined, args: 
     slot.frame = frame;
     beginCall(c.module.maxMemoryBytes);
     ran.result = { tag: 'ok', val: c.core ? directInvoke(c.core, name, args) : c.exports.invoke?.(name, args) };
-    if (frame && caller.frame) handUp(frame, caller.frame, (s) => frame!.bases.get(s.id) ?? new OverlayReader(kv!, []));
+    if (frame && caller.frame) handUp(frame, caller.frame, (s) => baseOf(frame!.bases, kv!, s));
   } catch (e) {
     const f = failureStatus(e, c, c.module.maxMemoryBytes);
     if (f.status === STATUS.GUEST_ERROR) fail(STATUS.GUEST_ERROR, f.message);

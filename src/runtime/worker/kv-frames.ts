@@ -20,6 +20,13 @@ export interface Frame {
   bases: Map<string, OverlayReader>;
 }
 
+/** The tree's base reader of a scope (committed data, and what is laid over it), made on first use. */
+export function baseOf(bases: Frame['bases'], committed: KvReader, scope: Frame['scope']): OverlayReader {
+  let b = bases.get(scope.id);
+  if (!b) bases.set(scope.id, (b = new OverlayReader(committed, [])));
+  return b;
+}
+
 /** A transaction read as committed data by a call below it (its writes over what it reads). */
 function readerOf(txn: KvTxn): KvReader {
   return {
